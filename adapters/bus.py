@@ -1,0 +1,207 @@
+"""The event bus: one ordered stream of every recorded event.
+
+Port `EventBus`; adapters `InProcessBus` (embedded default) and
+`JetStreamBus` (NATS JetStream), both tested by tests/contract/test_event_bus.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+from adapters.errors import ServiceUnavailable
+from domain.envelope import EventEnvelope
+
+STREAM = "ATTENDWISE"
+SUBJECTS = "attendwise.>"
+NATS_SETTING = "ATTENDWISE_NATS_URL"
+
+
+class ChainBroken(Exception):
+    """The stream's last message is not the one the publisher expected:
+    someone else published, or an earlier publish was lost. Re-read `last()`."""
+
+
+class EventBus(Protocol):
+    """Port. Contract:
+    - `publish(events, after_event_id)` appends the events in order. The first
+      must follow the stream's last message, whose id must be `after_event_id`
+      (None for an empty stream), and each next follows the one before: if the
+      stream's tail differs, nothing further is appended and `ChainBroken` is
+      raised. A message whose event id is already in the stream (recently) is
+      dropped as a duplicate. Returns when every message is acknowledged.
+    - `last()` -> (stream sequence, log position, event id) of the last
+      message, or (0, 0, None) for an empty stream.
+    - `first_seq_after(position)` -> the stream sequence of the first message
+      whose log position is greater than `position` (last + 1 if none).
+    - `stream(start_seq)` yields (sequence, envelope) from `start_seq` on, in
+      order and without gaps, waiting for new messages; it ends when the
+      iterator is closed.
+    Unreachable brokers raise `ServiceUnavailable` naming the setting.
+    """
+
+    async def publish(self, events: Sequence[EventEnvelope], after_event_id: str | None) -> None: ...
+
+    async def last(self) -> tuple[int, int, str | None]: ...
+
+    async def first_seq_after(self, position: int) -> int: ...
+
+    def stream(self, start_seq: int) -> AsyncIterator[tuple[int, EventEnvelope]]: ...
+
+    async def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- in-process
+class InProcessBus:
+    """The stream in memory, for one process (embedded default and tests)."""
+
+    def __init__(self, dedupe_window: int = 100_000) -> None:
+        self._messages: list[EventEnvelope] = []
+        self._ids: dict[str, int] = {}
+        self._window = dedupe_window
+        self._changed = asyncio.Condition()
+
+    async def publish(self, events: Sequence[EventEnvelope], after_event_id: str | None) -> None:
+        async with self._changed:
+            for ev in events:
+                if ev.event_id in self._ids and len(self._messages) - self._ids[ev.event_id] < self._window:
+                    continue
+                tail = self._messages[-1].event_id if self._messages else None
+                if tail != after_event_id:
+                    raise ChainBroken(f"stream ends with {tail}, publisher expected {after_event_id}")
+                self._messages.append(ev)
+                self._ids[ev.event_id] = len(self._messages)
+                after_event_id = ev.event_id
+            self._changed.notify_all()
+
+    async def last(self) -> tuple[int, int, str | None]:
+        if not self._messages:
+            return 0, 0, None
+        m = self._messages[-1]
+        return len(self._messages), m.position, m.event_id
+
+    async def first_seq_after(self, position: int) -> int:
+        lo, hi = 0, len(self._messages)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._messages[mid].position <= position:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo + 1
+
+    async def stream(self, start_seq: int) -> AsyncIterator[tuple[int, EventEnvelope]]:
+        seq = max(start_seq, 1)
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self._messages) >= seq)
+                batch = self._messages[seq - 1 :]
+            for m in batch:
+                yield seq, m
+                seq += 1
+
+    async def close(self) -> None:
+        return None
+
+
+# ---------------------------------------------------------------- JetStream
+class JetStreamBus:
+    """The stream in NATS JetStream (file storage). Subjects
+    `attendwise.<context>.<EventName>`; JSON body; headers carry the event id
+    (as Nats-Msg-Id), type, aggregate and log position."""
+
+    def __init__(self, nc: object, js: object, url: str) -> None:
+        self.nc, self.js, self.url = nc, js, url
+
+    @classmethod
+    async def connect(cls, url: str, *, create_stream: bool = True, timeout: float = 5.0) -> "JetStreamBus":
+        import nats
+        from nats.js.api import StorageType, StreamConfig
+
+        async def _quiet(_e: Exception) -> None:  # logged by callers; keep nats-py from printing
+            return None
+
+        try:
+            nc = await asyncio.wait_for(
+                nats.connect(url, connect_timeout=timeout, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                             allow_reconnect=True, error_cb=_quiet), timeout + 1)
+        except (OSError, asyncio.TimeoutError, Exception) as e:  # noqa: BLE001 - translated
+            raise ServiceUnavailable("NATS JetStream", NATS_SETTING, url, e) from e
+        js = nc.jetstream(timeout=timeout)
+        if create_stream:
+            try:
+                await js.stream_info(STREAM)
+            except Exception:  # noqa: BLE001 - absent: create it
+                await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECTS], storage=StorageType.FILE,
+                                                 duplicate_window=120.0))
+        return cls(nc, js, url)
+
+    async def publish(self, events: Sequence[EventEnvelope], after_event_id: str | None) -> None:
+        from nats.js.errors import APIError
+
+        futures = []
+        for ev in events:
+            headers = {
+                "Nats-Msg-Id": ev.event_id,
+                "AttendWise-Event-Type": ev.event_type,
+                "AttendWise-Aggregate-Id": ev.aggregate_id,
+                "AttendWise-Position": str(ev.position),
+            }
+            if after_event_id is not None:
+                headers["Nats-Expected-Last-Msg-Id"] = after_event_id
+            futures.append(await self.js.publish_async(ev.subject, ev.to_json(), headers=headers))  # type: ignore[attr-defined]
+            after_event_id = ev.event_id
+        try:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
+        except APIError as e:
+            if getattr(e, "err_code", None) == 10071 or "wrong last msg" in str(e).lower():
+                raise ChainBroken(str(e)) from e
+            raise
+        except asyncio.TimeoutError as e:
+            raise ServiceUnavailable("NATS JetStream", NATS_SETTING, self.url, "publish not acknowledged") from e
+        finally:
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+
+    async def _msg(self, seq: int) -> tuple[int, str]:
+        m = await self.js.get_msg(STREAM, seq)  # type: ignore[attr-defined]
+        h = m.headers or {}
+        return int(h.get("AttendWise-Position", 0)), h.get("Nats-Msg-Id", "")
+
+    async def last(self) -> tuple[int, int, str | None]:
+        info = await self.js.stream_info(STREAM)  # type: ignore[attr-defined]
+        seq = info.state.last_seq
+        if not seq or info.state.messages == 0:
+            return seq or 0, 0, None
+        pos, msg_id = await self._msg(seq)
+        return seq, pos, msg_id
+
+    async def first_seq_after(self, position: int) -> int:
+        info = await self.js.stream_info(STREAM)  # type: ignore[attr-defined]
+        lo, hi = info.state.first_seq, info.state.last_seq + 1
+        while lo < hi:  # positions grow with the sequence: binary search
+            mid = (lo + hi) // 2
+            if (await self._msg(mid))[0] <= position:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    async def stream(self, start_seq: int) -> AsyncIterator[tuple[int, EventEnvelope]]:
+        from nats.js.api import ConsumerConfig, DeliverPolicy
+
+        sub = await self.js.subscribe(  # type: ignore[attr-defined]
+            SUBJECTS, stream=STREAM, ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)),
+            pending_msgs_limit=100_000,
+        )
+        try:
+            async for msg in sub.messages:
+                yield msg.metadata.sequence.stream, EventEnvelope.from_json(msg.data)
+        finally:
+            await sub.unsubscribe()
+
+    async def close(self) -> None:
+        await self.nc.drain()  # type: ignore[attr-defined]

@@ -1,0 +1,303 @@
+"""The event store adapter: the `eventsourcing` library on PostgreSQL (full
+mode) or an SQLite file (embedded mode), made append-only, with optional
+group commit, and read back as a notification log of `EventEnvelope`s."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import importlib
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Notification,
+    OperationalError,
+    PersistenceError,
+    StoredEvent,
+)
+
+from adapters.errors import ServiceUnavailable
+from commands.application import AttendWise
+from domain.envelope import EventEnvelope
+
+DATABASE_SETTING = "ATTENDWISE_DATABASE_URL"
+
+
+class EventLog(Protocol):
+    """Port: the event store read as one totally ordered log.
+
+    - `read(after, limit)` returns up to `limit` envelopes whose position is
+      greater than `after`, in position order. Positions only grow; a reader
+      that has seen position p never later finds an unseen event below p.
+    - `head()` is the greatest position recorded (0 when empty).
+    """
+
+    def read(self, after: int, limit: int) -> list[EventEnvelope]: ...
+
+    def head(self) -> int: ...
+
+
+# --------------------------------------------------------------------------
+# construction
+# --------------------------------------------------------------------------
+def postgres_env(database_url: str) -> dict[str, str]:
+    u = urlparse(database_url)
+    if u.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{DATABASE_SETTING} must be a postgresql:// URL, got {u.scheme!r}")
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": u.path.lstrip("/") or "attendwise",
+        "POSTGRES_HOST": u.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(u.port or 5432),
+        "POSTGRES_USER": unquote(u.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(u.password or ""),
+        "POSTGRES_CONNECT_TIMEOUT": "5",
+        "POSTGRES_POOL_SIZE": "10",
+        "POSTGRES_MAX_OVERFLOW": "20",
+        "POSTGRES_LOCK_TIMEOUT": "10",
+    }
+
+
+def sqlite_env(path: Path) -> dict[str, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)}
+
+
+def open_event_store(
+    database_url: str | None, sqlite_path: Path, *, group_commit: bool = True
+) -> AttendWise:
+    """The application on its event store. PostgreSQL when `database_url` is
+    set, else the SQLite file. Fails with `ServiceUnavailable` naming the
+    setting when PostgreSQL cannot be reached."""
+    env = postgres_env(database_url) if database_url else sqlite_env(sqlite_path)
+    decorate = GroupCommitRecorder if (database_url and group_commit) else None
+    try:
+        app = AttendWise(env=env, recorder_decorator=decorate)
+        install_append_only_guard(app)
+    except (PersistenceError, OSError) as e:
+        if database_url:
+            raise ServiceUnavailable("PostgreSQL", DATABASE_SETTING, _redact(database_url), e) from e
+        raise
+    return app
+
+
+def _redact(url: str) -> str:
+    u = urlparse(url)
+    if u.password:
+        return url.replace(f":{u.password}@", ":***@")
+    return url
+
+
+def _inner(recorder: Any) -> Any:
+    return getattr(recorder, "inner", recorder)
+
+
+def events_table(app: AttendWise) -> str:
+    return _inner(app.recorder).events_table_name
+
+
+def is_postgres(app: AttendWise) -> bool:
+    return "postgres" in type(_inner(app.recorder)).__module__
+
+
+def install_append_only_guard(app: AttendWise) -> None:
+    """Refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) of stored events in
+    the database itself, so no code path, ours or a script's, rewrites history."""
+    table = events_table(app)
+    datastore = _inner(app.recorder).datastore
+    if is_postgres(app):
+        statements = [
+            "CREATE OR REPLACE FUNCTION attendwise_refuse_event_change() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+            "'stored events are append-only: % refused on %', TG_OP, TG_TABLE_NAME "
+            "USING ERRCODE = 'insufficient_privilege'; END $$",
+            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION attendwise_refuse_event_change()",
+            f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION attendwise_refuse_event_change()",
+        ]
+    else:
+        statements = [
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+            "BEGIN SELECT RAISE(ABORT, 'stored events are append-only: UPDATE refused'); END",
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+            "BEGIN SELECT RAISE(ABORT, 'stored events are append-only: DELETE refused'); END",
+        ]
+    with datastore.transaction(commit=True) as curs:
+        for sql in statements:
+            curs.execute(sql)
+
+
+# --------------------------------------------------------------------------
+# group commit
+# --------------------------------------------------------------------------
+@dataclass
+class _Pending:
+    events: Sequence[StoredEvent]
+    done: threading.Event = field(default_factory=threading.Event)
+    ids: Sequence[int] | None = None
+    error: BaseException | None = None
+    lead: bool = False  # handed the committer's role when woken
+
+
+class GroupCommitRecorder:
+    """Wraps an `ApplicationRecorder` so that concurrent `insert_events` calls
+    are coalesced into one transaction (one table lock, one fsync).
+
+    The first caller to find no commit in progress becomes the committer: it
+    takes everything queued (up to `max_batch` events), inserts it in one
+    transaction and wakes each caller with its own notification ids. If the
+    batch fails with a uniqueness conflict, each request is retried alone, so
+    only the request that really conflicts gets `IntegrityError`; the others
+    are committed. Any other failure is given to every caller in the batch.
+    After a batch the committer hands its role to the next waiting caller, so
+    no caller commits for others for long. Everything else is delegated.
+    """
+
+    def __init__(self, inner: ApplicationRecorder, max_batch: int = 500) -> None:
+        self.inner = inner
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Pending] = []
+        self._committing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        if kwargs:  # e.g. tracking records: not ours to merge
+            return self.inner.insert_events(stored_events, **kwargs)
+        me = _Pending(stored_events)
+        with self._lock:
+            self._queue.append(me)
+            me.lead = not self._committing
+            self._committing = True
+        if not me.lead:
+            me.done.wait()
+        if me.lead:
+            self._commit_until_done(me)
+        if me.error is not None:
+            raise me.error
+        return me.ids
+
+    def _commit_until_done(self, me: _Pending) -> None:
+        while True:
+            with self._lock:
+                batch, size = [], 0
+                while self._queue and (not batch or size + len(self._queue[0].events) <= self.max_batch):
+                    p = self._queue.pop(0)
+                    batch.append(p)
+                    size += len(p.events)
+            self._commit(batch)
+            for p in batch:
+                if p is not me:
+                    p.done.set()
+            with self._lock:
+                if not self._queue:
+                    self._committing = False
+                    return
+                if me in batch:  # hand over: the next caller commits the rest
+                    nxt = self._queue[0]
+                    nxt.lead = True
+                    nxt.done.set()
+                    return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            ids = self.inner.insert_events([e for p in batch for e in p.events])
+        except IntegrityError as e:
+            if len(batch) == 1:
+                batch[0].error = e
+                return
+            for p in batch:  # find the culprit: each alone
+                try:
+                    p.ids = self.inner.insert_events(p.events)
+                except BaseException as alone:  # noqa: BLE001 - handed to its caller
+                    p.error = alone
+            return
+        except BaseException as e:  # noqa: BLE001 - every caller learns it
+            for p in batch:
+                p.error = e
+            return
+        offset = 0
+        for p in batch:
+            p.ids = None if ids is None else ids[offset : offset + len(p.events)]
+            offset += len(p.events)
+
+
+# --------------------------------------------------------------------------
+# reading the log
+# --------------------------------------------------------------------------
+class ApplicationEventLog:
+    """`EventLog` over the application's notification log (upcasting applied)."""
+
+    def __init__(self, app: AttendWise) -> None:
+        self.app = app
+
+    def read(self, after: int, limit: int) -> list[EventEnvelope]:
+        try:
+            notes = self.app.recorder.select_notifications(
+                start=after, limit=limit, inclusive_of_start=False
+            )
+        except OperationalError as e:
+            raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
+        return [to_envelope(self.app, n) for n in notes]
+
+    def head(self) -> int:
+        return self.app.recorder.max_notification_id() or 0
+
+
+@functools.lru_cache(maxsize=512)
+def _context_of(topic: str) -> str:
+    module, _, qualname = topic.partition(":")
+    owner = getattr(importlib.import_module(module), qualname.split(".")[0], None)
+    return getattr(owner, "CONTEXT", "core")
+
+
+@functools.lru_cache(maxsize=512)
+def _event_type_of(topic: str) -> str:
+    return topic.partition(":")[2].replace(".", "")
+
+
+def to_envelope(app: AttendWise, n: Notification) -> EventEnvelope:
+    ev = app.mapper.to_domain_event(n)
+    state = dict(vars(ev))
+    meta = state.pop("meta", None) or {}
+    for k in ("originator_id", "originator_version", "timestamp", "originator_topic"):
+        state.pop(k, None)
+    ts = ev.timestamp
+    return EventEnvelope(
+        position=n.id,
+        event_id=meta.get("event_id") or str(uuid.uuid5(ev.originator_id, str(ev.originator_version))),
+        event_type=_event_type_of(n.topic),
+        context=_context_of(n.topic),
+        aggregate_id=str(ev.originator_id),
+        aggregate_version=ev.originator_version,
+        timestamp=ts.astimezone(dt.timezone.utc).isoformat() if isinstance(ts, dt.datetime) else str(ts),
+        schema_version=getattr(type(ev), "class_version", 1),
+        actor=meta.get("actor", "unknown"),
+        command_id=meta.get("command_id", ""),
+        data={k: _plain(v) for k, v in state.items()},
+    )
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, dt.datetime):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+

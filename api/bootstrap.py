@@ -1,0 +1,45 @@
+"""The composition root: the one place that turns settings into adapters and
+hands them to the application, projections and API. Nothing is created at
+import time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adapters.bus import EventBus, InProcessBus, JetStreamBus
+from adapters.eventstore import ApplicationEventLog, open_event_store
+from adapters.readmodels import PostgresReadModelStore, ReadModelStore, SQLiteReadModelStore
+from api.settings import Settings
+from commands.application import AttendWise
+from projections.catalogue import all_projections
+from projections.projector import Projector
+
+
+@dataclass
+class Container:
+    settings: Settings
+    app: AttendWise
+    event_log: ApplicationEventLog
+    readmodels: ReadModelStore
+    projectors: dict[str, Projector] = field(default_factory=dict)
+
+    def close(self) -> None:
+        self.readmodels.close()
+        self.app.close()
+
+
+def build(settings: Settings) -> Container:
+    app = open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit)
+    store: ReadModelStore = (
+        PostgresReadModelStore(settings.database_url) if settings.database_url
+        else SQLiteReadModelStore(settings.readmodels_path)
+    )
+    c = Container(settings, app, ApplicationEventLog(app), store)
+    c.projectors = {name: Projector(p, store) for name, p in all_projections().items()}
+    return c
+
+
+async def connect_bus(settings: Settings) -> EventBus:
+    if settings.nats_url:
+        return await JetStreamBus.connect(settings.nats_url)
+    return InProcessBus()

@@ -1,0 +1,201 @@
+"""`attendwise`: the command line for every AttendWise process and chore."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+from api.settings import Settings
+
+HELP = """AttendWise: event-sourced attendance for communities that meet again and again.
+
+With no ATTENDWISE_* settings everything runs embedded (SQLite files under
+.attendwise/data, an in-process bus). Set ATTENDWISE_DATABASE_URL and
+ATTENDWISE_NATS_URL for the full stack (`attendwise services env` prints them
+for the services `attendwise services up` starts)."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="attendwise", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="run the HTTP API (commands, GraphQL, health) on host:port",
+                       description="Run the API. Embedded mode also runs the relay and projectors in this "
+                                   "process; in full mode run `relay` and `project` separately, or pass --workers.")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", action=argparse.BooleanOptionalAction, default=None,
+                   help="run relay and projectors in this process (default: only when embedded)")
+
+    sub.add_parser("relay", help="publish every event of the event store to the bus (JetStream), exactly once, in order")
+
+    p = sub.add_parser("project", help="run projection(s): keep read models up to date from the bus")
+    p.add_argument("names", nargs="*", help="projection names (default: all)")
+
+    p = sub.add_parser("rebuild", help="rebuild projection(s) from the event store into fresh tables, then swap them in")
+    p.add_argument("names", nargs="*", help="projection names")
+    p.add_argument("--all", action="store_true", help="every projection")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted rebuild")
+
+    p = sub.add_parser("projections", help="projection status: position and lag behind the log")
+    p.add_argument("action", choices=["status"])
+
+    p = sub.add_parser("services", help="install and start/stop the services on 127.0.0.1 (PostgreSQL, NATS, Neo4j, S3, Redis)")
+    p.add_argument("action", choices=["up", "down", "status", "env"])
+    p.add_argument("names", nargs="*", help="services (default: all)")
+    p.add_argument("--purge", action="store_true", help="with down: delete all their data")
+
+    args = parser.parse_args(argv)
+    if args.command == "services":
+        return _services(args)
+
+    settings = Settings()
+    from api.logs import configure
+
+    configure(settings.log_level, settings.log_format)
+    try:
+        return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
+                "projections": _projections}[args.command](settings, args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
+        from adapters.errors import ServiceUnavailable
+
+        if isinstance(e, (ServiceUnavailable, UnknownProjection)):
+            print(f"attendwise: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+class UnknownProjection(Exception):
+    pass
+
+
+def _services(args: argparse.Namespace) -> int:
+    from infra import services
+
+    if args.action == "up":
+        services.up(args.names)
+        return services.status()
+    if args.action == "down":
+        services.down(args.names, purge=args.purge)
+        return 0
+    if args.action == "env":
+        print(services.env_exports())
+        return 0
+    return services.status()
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.bootstrap import build
+    from api.http import create_app
+
+    container = build(settings)
+    app = create_app(container, run_workers=args.workers)
+    host, port = args.host or settings.host, args.port or settings.port
+    print(f"AttendWise on http://{host}:{port}  (GraphQL: /graphql, API docs: /docs, "
+          f"{'embedded: ' + str(settings.data_dir) if settings.embedded else 'full stack'})", file=sys.stderr)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    container.close()
+    return 0
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _relay(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.relay import Relay
+    from api.bootstrap import build, connect_bus
+
+    container = build(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await connect_bus(settings)
+        await Relay(container.event_log, bus).run(stop)
+        await bus.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _selected(names: list[str], every: bool, container: object) -> list[str]:
+    known = list(container.projectors)  # type: ignore[attr-defined]
+    chosen = known if every or not names else names
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise UnknownProjection(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
+
+
+def _project(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build, connect_bus
+    from projections.projector import follow_bus
+
+    container = build(settings)
+    names = _selected(args.names, False, container)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        bus = await connect_bus(settings)
+        if not settings.nats_url:  # embedded: nothing publishes to this process's bus; follow the log
+            await asyncio.gather(*(asyncio.to_thread(container.projectors[n].follow, container.event_log, stop.is_set)
+                                   for n in names))
+        else:
+            await asyncio.gather(*(follow_bus(container.projectors[n], container.event_log, bus, stop) for n in names))
+        await bus.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from api.bootstrap import build
+    from projections.rebuild import rebuild
+
+    container = build(settings)
+    names = _selected(args.names, args.all, container)
+    if not names:
+        raise UnknownProjection("name a projection or pass --all")
+    for name in names:
+        started = time.monotonic()
+        with Progress(TextColumn(f"rebuild {name}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]:>8.0f} events/s"), TimeRemainingColumn(),
+                      transient=False) as bar:
+            task = bar.add_task(name, total=max(container.event_log.head(), 1), rate=0.0)
+
+            def progress(pos: int, head: int) -> None:
+                bar.update(task, completed=pos, total=head, rate=pos / max(time.monotonic() - started, 1e-6))
+
+            position = rebuild(container.projectors[name].projection, container.readmodels, container.event_log,
+                               fresh=args.fresh, progress=progress)
+        print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
+    return 0
+
+
+def _projections(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build
+
+    container = build(settings)
+    head = container.event_log.head()
+    print(f"{'projection':20s} {'position':>10s} {'lag':>8s}")
+    for name, p in container.projectors.items():
+        print(f"{name:20s} {p.position:>10d} {head - p.position:>8d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

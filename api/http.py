@@ -1,0 +1,196 @@
+"""The command API (FastAPI): validates, hands commands to the application,
+and speaks RFC 9457 problem+json for every error."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, AsyncIterator
+
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from adapters.errors import ServiceUnavailable
+from adapters.relay import Relay
+from api.bootstrap import Container, connect_bus
+from api.graphql import graphql_app
+from commands.messages import CommandContext, RegisterUser
+from domain.errors import DomainError
+
+log = structlog.get_logger("api")
+PROBLEM = "application/problem+json"
+PROBLEM_BASE = "https://attendwise.dev/problems/"
+
+
+# ---------------------------------------------------------------- schemas
+class UserCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(max_length=254, examples=["ada@example.org"])
+    display_name: str = Field(max_length=200, examples=["Ada Lovelace"])
+    time_zone: str = Field("UTC", max_length=64, examples=["Europe/London"])
+
+
+class UserCreated(BaseModel):
+    id: uuid.UUID
+    command_id: uuid.UUID
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    code: str
+
+
+def problem(status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": PROBLEM_BASE + code.lower().replace("_", "-"), "title": title, "status": status,
+            "detail": detail, "code": code, **extra}
+    headers = {"Retry-After": "5"} if status == 503 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def get_container(request: Request) -> Container:
+    return request.app.state.container
+
+
+Deps = Annotated[Container, Depends(get_container)]
+
+
+# ---------------------------------------------------------------- app
+def create_app(container: Container, *, run_workers: bool | None = None) -> FastAPI:
+    """`run_workers`: run the relay and projectors inside this process (the
+    embedded default does; in full mode they are separate processes)."""
+    settings = container.settings
+    in_process = settings.embedded if run_workers is None else run_workers
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop_threads = threading.Event()
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        threads: list[threading.Thread] = []
+        bus = None
+        if in_process:
+            for p in container.projectors.values():
+                t = threading.Thread(target=p.follow, args=(container.event_log, stop_threads.is_set),
+                                     name=f"projector-{p.projection.name}", daemon=True)
+                t.start()
+                threads.append(t)
+            bus = await connect_bus(settings)
+            app.state.bus = bus
+            tasks.append(asyncio.create_task(Relay(container.event_log, bus).run(stop)))
+        log.info("api_started", embedded=settings.embedded, workers_in_process=in_process)
+        yield
+        stop.set()
+        stop_threads.set()
+        for task in tasks:
+            await task
+        for t in threads:
+            t.join(timeout=5)
+        if bus is not None:
+            await bus.close()
+
+    app = FastAPI(title="AttendWise command API", version="0.1.0", lifespan=lifespan,
+                  responses={422: {"model": Problem, "content": {PROBLEM: {}}}})
+
+    app.state.container = container
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_: Request, e: DomainError) -> JSONResponse:
+        return problem(e.status, e.code, e.message, **({"errors": [e.details]} if e.details else {}))
+
+    @app.exception_handler(ServiceUnavailable)
+    async def unavailable(_: Request, e: ServiceUnavailable) -> JSONResponse:
+        log.warning("service_unavailable", service=e.service, setting=e.setting)
+        return problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in err["loc"][1:]), "message": err["msg"]} for err in e.errors()]
+        return problem(422, "INVALID_INPUT", "the request is not valid", "see errors", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return problem(e.status_code, f"HTTP_{e.status_code}", str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected_error")
+        return problem(500, "INTERNAL", "internal error")
+
+    @app.post("/users", status_code=201, response_model=UserCreated, tags=["identity"],
+              responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}})
+    def register_user(body: UserCreate, c: Deps) -> UserCreated:
+        ctx = CommandContext(actor="anonymous")
+        user_id = c.app.register_user(RegisterUser(body.email, body.display_name, body.time_zone), ctx)
+        log.info("user_registered", user_id=str(user_id), command_id=str(ctx.command_id))
+        return UserCreated(id=user_id, command_id=ctx.command_id)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"model": Problem}})
+    async def readyz(c: Deps, request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+
+        def check(name: str, fn: Any) -> None:
+            try:
+                fn()
+                checks[name] = "ok"
+            except Exception as e:  # noqa: BLE001 - reported
+                checks[name] = f"unavailable: {e}"
+
+        await asyncio.to_thread(check, "event_store", c.event_log.head)
+        await asyncio.to_thread(check, "read_models", c.readmodels.ping)
+        if settings.nats_url:
+            bus = getattr(request.app.state, "bus", None)
+            if bus is None:
+                checks["nats"] = await _check_nats(settings.nats_url)
+            else:
+                checks["nats"] = "ok" if bus.nc.is_connected else "unavailable: disconnected"
+        if settings.neo4j_uri:
+            await asyncio.to_thread(check, "neo4j", lambda: _check_neo4j(settings.neo4j_uri))
+        if settings.s3_endpoint:
+            await asyncio.to_thread(check, "s3", lambda: _check_http(settings.s3_endpoint))
+        ok = all(v == "ok" for v in checks.values())
+        if ok:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem(503, "NOT_READY", "a dependency is unavailable", checks=checks)
+
+    gql = graphql_app(container)
+    app.add_route("/graphql", gql, methods=["GET", "POST"])
+    app.router.add_websocket_route("/graphql", gql)
+    return app
+
+
+async def _check_nats(url: str) -> str:
+    from adapters.bus import JetStreamBus
+
+    try:
+        bus = await JetStreamBus.connect(url, create_stream=False, timeout=2)
+        await bus.close()
+        return "ok"
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable: {e}"
+
+
+def _check_neo4j(uri: str) -> None:
+    import neo4j
+
+    with neo4j.GraphDatabase.driver(uri, auth=None, connection_timeout=2) as d:
+        d.verify_connectivity()
+
+
+def _check_http(url: str) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2):
+        pass

@@ -1,0 +1,39 @@
+"""One settings object, read from ATTENDWISE_* environment variables and
+validated at start-up. With nothing set, everything runs embedded: SQLite
+files under `data_dir`, the in-process bus, no external services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATTENDWISE_", extra="ignore")
+
+    data_dir: Path = Field(Path(".attendwise/data"), description="Embedded mode's files (SQLite, outbox)")
+    database_url: str | None = Field(None, description="PostgreSQL URL for the event store and read models; unset: SQLite")
+    nats_url: str | None = Field(None, description="NATS URL (JetStream); unset: the in-process bus")
+    neo4j_uri: str | None = Field(None, description="Neo4j Bolt URI for the feed graph; unset: embedded graph")
+    s3_endpoint: str | None = Field(None, description="S3 API endpoint for media; unset: local files")
+    redis_url: str | None = Field(None, description="Redis URL for shared rate limits; unset: in memory")
+    host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
+    port: int = Field(8000, ge=1, le=65535)
+    group_commit: bool = Field(True, description="Coalesce concurrent commands into one PostgreSQL transaction")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def events_path(self) -> Path:
+        return self.data_dir / "events.sqlite3"
+
+    @property
+    def readmodels_path(self) -> Path:
+        return self.data_dir / "readmodels.sqlite3"

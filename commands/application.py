@@ -1,0 +1,86 @@
+"""The AttendWise application: command handlers on the `eventsourcing` library.
+
+One `Application` serves every bounded context; its recorder (SQLite or
+PostgreSQL, optionally behind group commit) is chosen by the composition root,
+so this code is the same in embedded and full mode.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from eventsourcing.application import Application, AggregateNotFoundError
+from eventsourcing.persistence import IntegrityError
+
+from commands.messages import CommandContext, RegisterUser
+from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
+from domain.users import EmailAddress, User
+
+APPLICATION_NAME = "AttendWise"
+
+
+class AttendWise(Application[uuid.UUID]):
+    name = APPLICATION_NAME
+
+    def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None) -> None:
+        # The composition root may wrap the recorder (e.g. group commit).
+        self._recorder_decorator = recorder_decorator
+        super().__init__(env=env)
+
+    def construct_recorder(self) -> Any:
+        recorder = super().construct_recorder()
+        return self._recorder_decorator(recorder) if self._recorder_decorator else recorder
+
+    # --- handlers -------------------------------------------------------
+    def register_user(self, cmd: RegisterUser, ctx: CommandContext) -> uuid.UUID:
+        user = User.register(cmd.email, cmd.display_name, cmd.time_zone)
+        claim = EmailAddress(email=user.email, user_id=user.id)
+        try:
+            self.save_stamped(ctx, user, claim)
+        except ConcurrencyConflict as e:
+            if self._exists(EmailAddress.create_id(user.email)):
+                raise EmailAlreadyRegistered("this email is already registered", field="email") from e
+            raise
+        return user.id
+
+    def get_user(self, user_id: uuid.UUID) -> User:
+        try:
+            return self.repository.get(user_id)
+        except AggregateNotFoundError as e:
+            raise NotFound(f"no user {user_id}") from e
+
+    # --- persistence ----------------------------------------------------
+    def save_stamped(self, ctx: CommandContext, *aggregates: Any) -> None:
+        """Save the aggregates' new events atomically, each stamped with the
+        command's actor and id. A version clash becomes `ConcurrencyConflict`."""
+        for aggregate in aggregates:
+            for ev in aggregate.pending_events:
+                stamp(ev, ctx)
+        try:
+            self.save(*aggregates)
+        except IntegrityError as e:
+            raise ConcurrencyConflict(
+                "another command changed this first; reload and try again"
+            ) from e
+
+    def _exists(self, aggregate_id: uuid.UUID) -> bool:
+        return bool(self.recorder.select_events(aggregate_id, limit=1))
+
+
+def event_id(originator_id: uuid.UUID, version: int) -> uuid.UUID:
+    """An event's id, derived from its aggregate and version: stable across
+    replays and relays, so the bus can drop duplicates by id."""
+    return uuid.uuid5(originator_id, str(version))
+
+
+def stamp(ev: Any, ctx: CommandContext) -> None:
+    """Attach the metadata every stored event carries. Events are frozen
+    dataclasses; `meta` travels in their state and is read back with them."""
+    meta = {
+        "event_id": str(event_id(ev.originator_id, ev.originator_version)),
+        "actor": ctx.actor,
+        "command_id": str(ctx.command_id),
+        "schema_version": getattr(type(ev), "class_version", 1),
+    }
+    object.__setattr__(ev, "meta", meta)

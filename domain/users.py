@@ -1,0 +1,94 @@
+"""Users: who registers, and the rules a registration obeys."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.base import AttendWiseAggregate
+from domain.errors import InvalidInput
+
+EMAIL_NAMESPACE = uuid.UUID("6b0c4a44-8a39-4b8e-9d0e-2f6d1f3c5a10")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+
+
+def normalise_email(email: str) -> str:
+    """Emails compare case-insensitively and without surrounding blanks."""
+    return email.strip().lower()
+
+
+def check_email(email: str) -> str:
+    email = normalise_email(email)
+    if len(email) > 254 or not _EMAIL.match(email):
+        raise InvalidInput("email is not a valid address", field="email")
+    return email
+
+
+def check_display_name(name: str) -> str:
+    name = " ".join(name.split())
+    if not 1 <= len(name) <= 80:
+        raise InvalidInput("display name must have 1 to 80 characters", field="display_name")
+    return name
+
+
+def check_time_zone(tz: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(tz)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
+        raise InvalidInput(f"unknown time zone {tz!r}", field="time_zone") from e
+    return tz
+
+
+class User(AttendWiseAggregate):
+    CONTEXT = "identity"
+
+    class Registered(Aggregate.Created):
+        """A person registered. Schema v2 added `time_zone` (v1 events read as UTC)."""
+
+        email: str
+        display_name: str
+        time_zone: str
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["time_zone"] = "UTC"
+
+    @event(Registered)
+    def __init__(self, email: str, display_name: str, time_zone: str) -> None:
+        self.email = email
+        self.display_name = display_name
+        self.time_zone = time_zone
+
+    @classmethod
+    def register(cls, email: str, display_name: str, time_zone: str = "UTC") -> "User":
+        return cls(
+            email=check_email(email),
+            display_name=check_display_name(display_name),
+            time_zone=check_time_zone(time_zone),
+        )
+
+
+class EmailAddress(AttendWiseAggregate):
+    """Claims an email for one user. Its id derives from the email, so two
+    registrations of one address collide on version 1 in the event store: the
+    store's uniqueness check enforces the rule, with no read-then-write race."""
+
+    CONTEXT = "identity"
+
+    class Claimed(Aggregate.Created):
+        email: str
+        user_id: uuid.UUID
+
+    @staticmethod
+    def create_id(email: str) -> uuid.UUID:  # used by eventsourcing for the id
+        return uuid.uuid5(EMAIL_NAMESPACE, normalise_email(email))
+
+    @event(Claimed)
+    def __init__(self, email: str, user_id: uuid.UUID) -> None:
+        self.email = email
+        self.user_id = user_id

@@ -7,6 +7,7 @@ Port `EventBus`; adapters `InProcessBus` (embedded default) and
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
@@ -16,6 +17,13 @@ from domain.envelope import EventEnvelope
 STREAM = "ATTENDWISE"
 SUBJECTS = "attendwise.>"
 NATS_SETTING = "ATTENDWISE_NATS_URL"
+
+
+class PublishRejected(Exception):
+    def __init__(self, error: dict) -> None:
+        self.err_code = error.get("err_code")
+        self.description = error.get("description", "rejected")
+        super().__init__(f"JetStream refused the publish: {self.description} (err_code {self.err_code})")
 
 
 class ChainBroken(Exception):
@@ -111,11 +119,18 @@ class JetStreamBus:
     `attendwise.<context>.<EventName>`; JSON body; headers carry the event id
     (as Nats-Msg-Id), type, aggregate and log position."""
 
-    def __init__(self, nc: object, js: object, url: str) -> None:
+    def __init__(self, nc: object, js: object, url: str, namespace: str = "") -> None:
         self.nc, self.js, self.url = nc, js, url
+        # A namespace keeps several deployments (or test runs) apart on one server.
+        self.stream_name = f"{STREAM}_{namespace.upper()}" if namespace else STREAM
+        self.prefix = f"{namespace}." if namespace else ""
+        self._inbox: str | None = None
+        self._pending: dict[str, asyncio.Future[int]] = {}
+        self._token = 0
 
     @classmethod
-    async def connect(cls, url: str, *, create_stream: bool = True, timeout: float = 5.0) -> "JetStreamBus":
+    async def connect(cls, url: str, *, namespace: str = "", create_stream: bool = True,
+                      timeout: float = 5.0) -> "JetStreamBus":
         import nats
         from nats.js.api import StorageType, StreamConfig
 
@@ -128,18 +143,41 @@ class JetStreamBus:
                              allow_reconnect=True, error_cb=_quiet), timeout + 1)
         except (OSError, asyncio.TimeoutError, Exception) as e:  # noqa: BLE001 - translated
             raise ServiceUnavailable("NATS JetStream", NATS_SETTING, url, e) from e
-        js = nc.jetstream(timeout=timeout)
+        bus = cls(nc, nc.jetstream(timeout=timeout), url, namespace)
         if create_stream:
             try:
-                await js.stream_info(STREAM)
+                await bus.js.stream_info(bus.stream_name)
             except Exception:  # noqa: BLE001 - absent: create it
-                await js.add_stream(StreamConfig(name=STREAM, subjects=[SUBJECTS], storage=StorageType.FILE,
-                                                 duplicate_window=120.0))
-        return cls(nc, js, url)
+                await bus.js.add_stream(StreamConfig(name=bus.stream_name, subjects=[bus.prefix + SUBJECTS],
+                                                     storage=StorageType.FILE, duplicate_window=120.0))
+        return bus
+
+    async def _ack_inbox(self) -> str:
+        """One wildcard inbox for publish acknowledgements. (nats-py's own
+        `publish_async` never resolves a future whose publish JetStream
+        rejects, so the chain check could not be seen; we read acks here.)"""
+        if self._inbox is None:
+            self._inbox = self.nc.new_inbox()  # type: ignore[attr-defined]
+
+            async def on_ack(msg: object) -> None:
+                fut = self._pending.pop(msg.subject.rsplit(".", 1)[-1], None)  # type: ignore[attr-defined]
+                if fut is None or fut.done():
+                    return
+                try:
+                    body = json.loads(msg.data)  # type: ignore[attr-defined]
+                except ValueError:
+                    body = {"error": {"description": "unreadable acknowledgement"}}
+                if "error" in body:
+                    fut.set_exception(PublishRejected(body["error"]))
+                else:
+                    fut.set_result(body.get("seq", 0))
+
+            await self.nc.subscribe(self._inbox + ".*", cb=on_ack)  # type: ignore[attr-defined]
+        return self._inbox
 
     async def publish(self, events: Sequence[EventEnvelope], after_event_id: str | None) -> None:
-        from nats.js.errors import APIError
-
+        inbox = await self._ack_inbox()
+        loop = asyncio.get_running_loop()
         futures = []
         for ev in events:
             headers = {
@@ -148,15 +186,23 @@ class JetStreamBus:
                 "AttendWise-Aggregate-Id": ev.aggregate_id,
                 "AttendWise-Position": str(ev.position),
             }
-            if after_event_id is not None:
+            if after_event_id is None:
+                headers["Nats-Expected-Last-Sequence"] = "0"  # the stream must be empty
+            else:
                 headers["Nats-Expected-Last-Msg-Id"] = after_event_id
-            futures.append(await self.js.publish_async(ev.subject, ev.to_json(), headers=headers))  # type: ignore[attr-defined]
+            self._token += 1
+            token = str(self._token)
+            fut = loop.create_future()
+            self._pending[token] = fut
+            futures.append(fut)
+            await self.nc.publish(self.prefix + ev.subject, ev.to_json(), reply=f"{inbox}.{token}",  # type: ignore[attr-defined]
+                                  headers=headers)
             after_event_id = ev.event_id
         try:
             await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-        except APIError as e:
-            if getattr(e, "err_code", None) == 10071 or "wrong last msg" in str(e).lower():
-                raise ChainBroken(str(e)) from e
+        except PublishRejected as e:
+            if e.err_code in (10070, 10071):  # wrong last msg id / sequence
+                raise ChainBroken(e.description) from e
             raise
         except asyncio.TimeoutError as e:
             raise ServiceUnavailable("NATS JetStream", NATS_SETTING, self.url, "publish not acknowledged") from e
@@ -164,14 +210,15 @@ class JetStreamBus:
             for f in futures:
                 if not f.done():
                     f.cancel()
+            self._pending = {k: f for k, f in self._pending.items() if not f.done()}
 
     async def _msg(self, seq: int) -> tuple[int, str]:
-        m = await self.js.get_msg(STREAM, seq)  # type: ignore[attr-defined]
+        m = await self.js.get_msg(self.stream_name, seq)  # type: ignore[attr-defined]
         h = m.headers or {}
         return int(h.get("AttendWise-Position", 0)), h.get("Nats-Msg-Id", "")
 
     async def last(self) -> tuple[int, int, str | None]:
-        info = await self.js.stream_info(STREAM)  # type: ignore[attr-defined]
+        info = await self.js.stream_info(self.stream_name)  # type: ignore[attr-defined]
         seq = info.state.last_seq
         if not seq or info.state.messages == 0:
             return seq or 0, 0, None
@@ -179,7 +226,7 @@ class JetStreamBus:
         return seq, pos, msg_id
 
     async def first_seq_after(self, position: int) -> int:
-        info = await self.js.stream_info(STREAM)  # type: ignore[attr-defined]
+        info = await self.js.stream_info(self.stream_name)  # type: ignore[attr-defined]
         lo, hi = info.state.first_seq, info.state.last_seq + 1
         while lo < hi:  # positions grow with the sequence: binary search
             mid = (lo + hi) // 2
@@ -193,7 +240,7 @@ class JetStreamBus:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
         sub = await self.js.subscribe(  # type: ignore[attr-defined]
-            SUBJECTS, stream=STREAM, ordered_consumer=True,
+            self.prefix + SUBJECTS, stream=self.stream_name, ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)),
             pending_msgs_limit=100_000,
         )

@@ -41,5 +41,5 @@ def build(settings: Settings) -> Container:
 
 async def connect_bus(settings: Settings) -> EventBus:
     if settings.nats_url:
-        return await JetStreamBus.connect(settings.nats_url)
+        return await JetStreamBus.connect(settings.nats_url, namespace=settings.nats_namespace)
     return InProcessBus()

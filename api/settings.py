@@ -17,6 +17,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".attendwise/data"), description="Embedded mode's files (SQLite, outbox)")
     database_url: str | None = Field(None, description="PostgreSQL URL for the event store and read models; unset: SQLite")
     nats_url: str | None = Field(None, description="NATS URL (JetStream); unset: the in-process bus")
+    nats_namespace: str = Field("", pattern=r"^[a-z0-9_]*$", description="Keeps deployments apart on one NATS server: stream ATTENDWISE_<NS>, subjects <ns>.attendwise.>")
     neo4j_uri: str | None = Field(None, description="Neo4j Bolt URI for the feed graph; unset: embedded graph")
     s3_endpoint: str | None = Field(None, description="S3 API endpoint for media; unset: local files")
     redis_url: str | None = Field(None, description="Redis URL for shared rate limits; unset: in memory")

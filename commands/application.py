@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.application import Application, AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
-from commands.messages import CommandContext, RegisterUser
+from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
 from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
 from domain.users import EmailAddress, User
 
@@ -43,6 +43,13 @@ class AttendWise(Application[uuid.UUID]):
                 raise EmailAlreadyRegistered("this email is already registered", field="email") from e
             raise
         return user.id
+
+    def change_display_name(self, cmd: ChangeDisplayName, ctx: CommandContext) -> int:
+        """Returns the user's new version."""
+        user = self.get_user(cmd.user_id)
+        user.change_display_name(cmd.display_name)
+        self.save_stamped(ctx, user)
+        return user.version
 
     def get_user(self, user_id: uuid.UUID) -> User:
         try:

@@ -20,3 +20,9 @@ class RegisterUser:
     email: str
     display_name: str
     time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class ChangeDisplayName:
+    user_id: uuid.UUID
+    display_name: str

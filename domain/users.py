@@ -64,6 +64,16 @@ class User(AttendWiseAggregate):
         self.display_name = display_name
         self.time_zone = time_zone
 
+    class DisplayNameChanged(Aggregate.Event):
+        display_name: str
+
+    def change_display_name(self, display_name: str) -> None:
+        self._display_name_changed(check_display_name(display_name))
+
+    @event(DisplayNameChanged)
+    def _display_name_changed(self, display_name: str) -> None:
+        self.display_name = display_name
+
     @classmethod
     def register(cls, email: str, display_name: str, time_zone: str = "UTC") -> "User":
         return cls(

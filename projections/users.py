@@ -22,7 +22,7 @@ USERS = Table(
 class UsersProjection:
     name = "users"
     tables = (USERS,)
-    event_types = frozenset({"UserRegistered"})
+    event_types = frozenset({"UserRegistered", "UserDisplayNameChanged"})
 
     def apply(self, event: EventEnvelope, tx: ReadModelTx) -> None:
         if event.event_type == "UserRegistered":
@@ -35,3 +35,6 @@ class UsersProjection:
                 "registered_at": event.timestamp,
                 "version": event.aggregate_version,
             })
+        elif event.event_type == "UserDisplayNameChanged":
+            tx.patch("users", event.aggregate_id,
+                     {"display_name": event.data["display_name"], "version": event.aggregate_version})

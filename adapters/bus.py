@@ -227,7 +227,9 @@ class JetStreamBus:
 
     async def first_seq_after(self, position: int) -> int:
         info = await self.js.stream_info(self.stream_name)  # type: ignore[attr-defined]
-        lo, hi = info.state.first_seq, info.state.last_seq + 1
+        if info.state.messages == 0:
+            return info.state.last_seq + 1
+        lo, hi = max(info.state.first_seq, 1), info.state.last_seq + 1
         while lo < hi:  # positions grow with the sequence: binary search
             mid = (lo + hi) // 2
             if (await self._msg(mid))[0] <= position:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -23,8 +24,14 @@ log = structlog.get_logger("relay")
 
 
 class Relay:
-    def __init__(self, event_log: EventLog, bus: EventBus, *, batch: int = 1000, idle: float = 0.02) -> None:
-        self.log, self.bus, self.batch, self.idle = event_log, bus, batch, idle
+    """`bus` is a connected bus, or a coroutine function that connects one
+    (then the relay also waits out a broker that is down at start)."""
+
+    def __init__(self, event_log: EventLog, bus: EventBus | Callable[[], Awaitable[EventBus]], *,
+                 batch: int = 1000, idle: float = 0.02) -> None:
+        self.log, self.batch, self.idle = event_log, batch, idle
+        self._connect = bus if callable(bus) else None
+        self.bus: EventBus | None = None if callable(bus) else bus
         self.published = 0
         self.position = 0
 
@@ -32,16 +39,22 @@ class Relay:
         backoff = 0.2
         while not stop.is_set():
             try:
+                if self.bus is None:
+                    assert self._connect is not None
+                    self.bus = await self._connect()
+                    log.info("relay_connected")
                 await self._publish_until(stop)
                 backoff = 0.2
             except ChainBroken as e:
                 log.warning("relay_chain_broken", reason=str(e))
             except (ServiceUnavailable, OSError, asyncio.TimeoutError, Exception) as e:  # noqa: BLE001
-                log.warning("relay_waiting", error=str(e) or type(e).__name__, retry_in=backoff)
+                log.warning("relay_waiting", error=str(e) or type(e).__name__, retry_in=backoff,
+                            published=self.published)
                 await _sleep_or_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
 
     async def _publish_until(self, stop: asyncio.Event) -> None:
+        assert self.bus is not None
         _, self.position, last_id = await self.bus.last()
         log.info("relay_resumed", position=self.position)
         while not stop.is_set():

@@ -121,9 +121,10 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        bus = await connect_bus(settings)
-        await Relay(container.event_log, bus).run(stop)
-        await bus.close()
+        relay = Relay(container.event_log, lambda: connect_bus(settings))
+        await relay.run(stop)
+        if relay.bus is not None:
+            await relay.bus.close()
 
     asyncio.run(run())
     return 0

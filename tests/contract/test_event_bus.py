@@ -113,3 +113,16 @@ def test_unreachable_nats_names_the_service_and_setting() -> None:
         assert "NATS" in str(e.value) and "ATTENDWISE_NATS_URL" in str(e.value)
 
     asyncio.run(run())
+
+
+def test_an_empty_stream_is_followed_from_its_first_message(make_bus) -> None:
+    async def run() -> None:
+        bus = await make_bus()
+        start = await bus.first_seq_after(0)
+        reader = asyncio.create_task(take(bus, start, 1))
+        ev = envelope(4)
+        await bus.publish([ev], None)
+        assert [e for _, e in await asyncio.wait_for(reader, 5)] == [ev]
+        await bus.close()
+
+    asyncio.run(run())

@@ -1,0 +1,87 @@
+"""One user's registration through every layer, over HTTP, twice: on the
+embedded default (one process, SQLite) and on the full stack (PostgreSQL,
+JetStream, and the API, relay and projector as separate processes)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.processes import Proc, eventually, free_port, wait_http
+
+USER_QUERY = "query($id: ID!) { user(id: $id) { id displayName timeZone registeredAt } }"
+
+
+@pytest.fixture(params=["embedded", "full"])
+def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path / "data"), "ATTENDWISE_LOG_FORMAT": "json"}
+    procs: list[Proc] = []
+    if request.param == "full":
+        env |= {"ATTENDWISE_DATABASE_URL": request.getfixturevalue("pg_url"),
+                "ATTENDWISE_NATS_URL": request.getfixturevalue("nats_url"),
+                "ATTENDWISE_NATS_NAMESPACE": request.getfixturevalue("nats_namespace")}
+        procs += [Proc(["relay"], env, tmp_path / "relay.log").start(),
+                  Proc(["project", "users"], env, tmp_path / "project.log").start()]
+    api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()
+    procs.append(api)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/healthz", proc=api)
+        yield url
+    finally:
+        for p in procs:
+            p.stop()
+        for p in procs:
+            assert "Traceback" not in p.log, p.log[-3000:]
+
+
+def gql(url: str, query: str, **variables: object) -> dict:
+    r = httpx.post(url + "/graphql", json={"query": query, "variables": variables}, timeout=5)
+    assert r.status_code in (200, 400), r.text  # 400: the query itself is invalid
+    return r.json()
+
+
+def test_register_then_read_through_graphql(base_url: str) -> None:
+    r = httpx.post(base_url + "/users", json={"email": "ada@example.org", "display_name": "Ada Lovelace",
+                                              "time_zone": "Europe/London"}, timeout=10)
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    user = eventually(lambda: gql(base_url, USER_QUERY, id=uid)["data"]["user"], timeout=20)
+    assert user["id"] == uid and user["displayName"] == "Ada Lovelace" and user["timeZone"] == "Europe/London"
+
+    again = httpx.post(base_url + "/users", json={"email": "ADA@example.org", "display_name": "Ada"}, timeout=10)
+    assert again.status_code == 409
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json()["code"] == "EMAIL_TAKEN"
+
+
+def test_bad_input_is_a_problem_document(base_url: str) -> None:
+    r = httpx.post(base_url + "/users", json={"email": "ada@example.org", "display_name": "A", "admin": True})
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["code"] == "INVALID_INPUT" and body["status"] == 422 and body["type"].startswith("https://")
+    assert {"field": "admin", "message": "Extra inputs are not permitted"} in body["errors"]
+    bad_zone = httpx.post(base_url + "/users", json={"email": "b@example.org", "display_name": "B",
+                                                     "time_zone": "Mars/Base"})
+    assert bad_zone.status_code == 422 and bad_zone.json()["errors"] == [{"field": "time_zone"}]
+    not_json = httpx.post(base_url + "/users", content=b"{", headers={"content-type": "application/json"})
+    assert not_json.status_code == 422 and not_json.json()["code"] == "INVALID_INPUT"
+
+
+def test_health_readiness_and_openapi(base_url: str) -> None:
+    assert httpx.get(base_url + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(base_url + "/readyz")
+    assert ready.status_code == 200, ready.text
+    assert set(ready.json()["checks"]) >= {"event_store", "read_models"}
+    spec = httpx.get(base_url + "/openapi.json").json()
+    assert "/users" in spec["paths"]
+
+
+def test_graphql_errors_carry_codes(base_url: str) -> None:
+    body = gql(base_url, "{ nope }")
+    assert body["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    assert gql(base_url, USER_QUERY, id="not-a-uuid")["data"]["user"] is None

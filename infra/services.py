@@ -126,15 +126,32 @@ def pg_url(db: str = "attendwise") -> str:
     return f"postgresql://attendwise:{pg_password()}@{HOST}:{PORTS['postgres']}/{db}"
 
 
+def pg_data_dir() -> Path:
+    """Under the services folder, unless (running as root) the `postgres`
+    user cannot reach it there; then in /var/tmp, keyed by that folder."""
+    d = services_dir() / "postgres"
+    if os.geteuid() != 0 or (d / "PG_VERSION").exists():
+        return d
+    probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(services_dir().parent)],
+                           check=False)
+    if probe.returncode == 0:
+        return d
+    import hashlib
+
+    return Path("/var/tmp") / f"attendwise-pg-{hashlib.sha256(str(services_dir()).encode()).hexdigest()[:10]}"
+
+
 def pg_up() -> None:
     apt_install(*DEBIAN_PACKAGES["postgres"])
-    d = services_dir() / "postgres"
+    d = pg_data_dir()
     if port_open(PORTS["postgres"]):
         return
     if not (d / "PG_VERSION").exists():
         d.mkdir(parents=True, exist_ok=True)
-        pw = services_dir() / "postgres.pwfile"
-        pw.write_text(pg_password() + "\n")
+        pw = d.parent / f"{d.name}.pwfile"
+        fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.write(fd, (pg_password() + "\n").encode())
+        os.close(fd)
         if os.geteuid() == 0:
             shutil.chown(d, "postgres", "postgres")
             shutil.chown(pw, "postgres", "postgres")
@@ -161,7 +178,7 @@ def _pg_create_databases() -> None:
 
 
 def pg_down() -> None:
-    d = services_dir() / "postgres"
+    d = pg_data_dir()
     if (d / "postmaster.pid").exists():
         subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(d), "-m", "fast", "-w", "stop"]),
                        check=False, stdout=subprocess.DEVNULL)
@@ -278,6 +295,7 @@ def down(names: list[str], purge: bool = False) -> None:
         s.down()
         log(f"{s.name:9s} stopped")
     if purge and not names:
+        shutil.rmtree(pg_data_dir(), ignore_errors=True)
         shutil.rmtree(services_dir(), ignore_errors=True)
         log(f"purged {services_dir()}")
 

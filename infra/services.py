@@ -145,6 +145,9 @@ def pg_up() -> None:
     apt_install(*DEBIAN_PACKAGES["postgres"])
     d = pg_data_dir()
     if port_open(PORTS["postgres"]):
+        if not (d / "postmaster.pid").exists():
+            raise RuntimeError(f"port {PORTS['postgres']} is taken by a PostgreSQL that is not this checkout's "
+                               f"({d}); stop it, or point ATTENDWISE_SERVICES_DIR at its folder")
         return
     if not (d / "PG_VERSION").exists():
         d.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,8 @@ class Proc:
 
     def start(self) -> "Proc":
         logf = open(self.log_path, "ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "api.cli", *self.args], env={**os.environ, **self.env},
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("ATTENDWISE_")}
+        self.p = subprocess.Popen([sys.executable, "-m", "api.cli", *self.args], env={**inherited, **self.env},
                                   stdout=logf, stderr=subprocess.STDOUT, cwd=self.cwd or REPO)
         return self
 

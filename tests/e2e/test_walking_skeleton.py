@@ -31,6 +31,7 @@ def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/healthz", proc=api)
+        assert ("embedded" if request.param == "embedded" else "full stack") in api.log
         yield url
     finally:
         for p in procs:

@@ -9,6 +9,8 @@ import functools
 import importlib
 import threading
 import uuid
+
+import orjson
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,8 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     IntegrityError,
     Notification,
+    InterfaceError,
     OperationalError,
-    PersistenceError,
     StoredEvent,
 )
 
@@ -63,6 +65,7 @@ def postgres_env(database_url: str) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": "10",
         "POSTGRES_MAX_OVERFLOW": "20",
         "POSTGRES_LOCK_TIMEOUT": "10",
+        "APPLICATION_RECORDER_TOPIC": "adapters.pg_recorder:LockedFunctionRecorder",
     }
 
 
@@ -82,7 +85,7 @@ def open_event_store(
     try:
         app = AttendWise(env=env, recorder_decorator=decorate)
         install_append_only_guard(app)
-    except (PersistenceError, OSError) as e:
+    except (OperationalError, InterfaceError, OSError) as e:
         if database_url:
             raise ServiceUnavailable("PostgreSQL", DATABASE_SETTING, _redact(database_url), e) from e
         raise
@@ -105,7 +108,9 @@ def events_table(app: AttendWise) -> str:
 
 
 def is_postgres(app: AttendWise) -> bool:
-    return "postgres" in type(_inner(app.recorder)).__module__
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    return isinstance(_inner(app.recorder), PostgresApplicationRecorder)
 
 
 def install_append_only_guard(app: AttendWise) -> None:
@@ -173,7 +178,7 @@ class GroupCommitRecorder:
         return getattr(self.inner, name)
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        if kwargs:  # e.g. tracking records: not ours to merge
+        if any(v is not None for v in kwargs.values()):  # e.g. tracking records: not ours to merge
             return self.inner.insert_events(stored_events, **kwargs)
         me = _Pending(stored_events)
         with self._lock:
@@ -241,15 +246,38 @@ class ApplicationEventLog:
 
     def __init__(self, app: AttendWise) -> None:
         self.app = app
+        self._pg = is_postgres(app)
+        if self._pg:
+            from psycopg.sql import SQL, Identifier
+
+            inner = _inner(app.recorder)
+            self._select = SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+                "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
+            ).format(Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
 
     def read(self, after: int, limit: int) -> list[EventEnvelope]:
         try:
+            if self._pg:
+                return self._read_pg(after, limit)
             notes = self.app.recorder.select_notifications(
                 start=after, limit=limit, inclusive_of_start=False
             )
-        except OperationalError as e:
+        except (OperationalError, InterfaceError) as e:
             raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
         return [to_envelope(self.app, n) for n in notes]
+
+    def _read_pg(self, after: int, limit: int) -> list[EventEnvelope]:
+        """The library's `select_notifications` with plain tuple rows: the
+        rebuild path reads hundreds of thousands of events."""
+        from psycopg.rows import tuple_row
+
+        with _inner(self.app.recorder).datastore.get_connection() as conn:
+            with conn.cursor(row_factory=tuple_row) as curs:
+                curs.execute(self._select, (after, limit), prepare=True)
+                rows = curs.fetchall()
+        return [to_envelope(self.app, Notification(id=r[0], originator_id=r[1], originator_version=r[2],
+                                                   topic=r[3], state=bytes(r[4]))) for r in rows]
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -267,33 +295,86 @@ def _event_type_of(topic: str) -> str:
     return topic.partition(":")[2].replace(".", "")
 
 
+@functools.lru_cache(maxsize=512)
+def _event_class(topic: str) -> Any:
+    module, _, qualname = topic.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def to_envelope(app: AttendWise, n: Notification) -> EventEnvelope:
-    ev = app.mapper.to_domain_event(n)
-    state = dict(vars(ev))
-    meta = state.pop("meta", None) or {}
-    for k in ("originator_id", "originator_version", "timestamp", "originator_topic"):
-        state.pop(k, None)
-    ts = ev.timestamp
+    """Decode a stored event straight to an envelope: the library's JSON
+    format and upcasters, without building the domain event object (the
+    rebuild path decodes hundreds of thousands of events)."""
+    cls = _event_class(n.topic)
+    raw: dict[str, Any] = orjson.loads(n.state)
+    version = getattr(cls, "class_version", 1)
+    at = raw.pop("class_version", 1)
+    if at < version:  # upcasters see what the library would give them
+        names = app.mapper.transcoder.names  # type: ignore[attr-defined]
+        state = {k: _restore(v, names) for k, v in raw.items()}
+        while at < version:
+            getattr(cls, f"upcast_v{at}_v{at + 1}")(state)
+            at += 1
+        data = {k: _plain(v) for k, v in state.items()}
+    else:
+        data = {k: _plain_raw(v) for k, v in raw.items()}
+    meta = data.pop("meta", None) or {}
+    ts = data.pop("timestamp", "")
+    data.pop("originator_topic", None)
     return EventEnvelope(
         position=n.id,
-        event_id=meta.get("event_id") or str(uuid.uuid5(ev.originator_id, str(ev.originator_version))),
+        event_id=meta.get("event_id") or str(uuid.uuid5(_uuid(n.originator_id), str(n.originator_version))),
         event_type=_event_type_of(n.topic),
         context=_context_of(n.topic),
-        aggregate_id=str(ev.originator_id),
-        aggregate_version=ev.originator_version,
-        timestamp=ts.astimezone(dt.timezone.utc).isoformat() if isinstance(ts, dt.datetime) else str(ts),
-        schema_version=getattr(type(ev), "class_version", 1),
+        aggregate_id=str(n.originator_id),
+        aggregate_version=n.originator_version,
+        timestamp=ts,
+        schema_version=version,
         actor=meta.get("actor", "unknown"),
         command_id=meta.get("command_id", ""),
-        data={k: _plain(v) for k, v in state.items()},
+        data=data,
     )
 
 
+def _plain_raw(v: Any) -> Any:
+    """The library's encoded custom types, straight to their JSON-friendly text."""
+    if isinstance(v, dict):
+        if len(v) == 2 and "_type_" in v and "_data_" in v:
+            kind, d = v["_type_"], v["_data_"]
+            if kind == "uuid_hex":
+                return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:]}"
+            return d  # datetime_iso, decimal_str: already text
+        return {k: _plain_raw(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain_raw(x) for x in v]
+    return v
+
+
+def _restore(v: Any, names: dict[str, Any]) -> Any:
+    """What the library's JSON transcoder decodes `{"_type_", "_data_"}` into."""
+    if isinstance(v, dict):
+        if len(v) == 2 and "_type_" in v and "_data_" in v:
+            return names[v["_type_"]].decode(v["_data_"])
+        return {k: _restore(x, names) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_restore(x, names) for x in v]
+    return v
+
+
+def _uuid(v: Any) -> uuid.UUID:
+    return v if isinstance(v, uuid.UUID) else uuid.UUID(str(v))
+
+
 def _plain(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, dt.datetime):
-        return v.isoformat()
+        return v.astimezone(dt.timezone.utc).isoformat()
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):

@@ -40,6 +40,10 @@ class Table:
     def column_names(self) -> list[str]:
         return [c for c, _ in self.columns]
 
+    @property
+    def kinds(self) -> dict[str, str]:
+        return dict(self.columns)
+
     def physical(self, scratch: bool = False) -> str:
         return f"rm_{self.name}{SCRATCH if scratch else ''}"
 
@@ -117,9 +121,7 @@ class _SqlTx:
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
         t = self._t(table)
-        cols = t.column_names
-        sql = self.store.upsert_sql(t, self.scratch)
-        self._ops.append((sql, tuple(self.store.encode(t, c, row.get(c)) for c in cols)))
+        self._ops.append((("upsert", t), tuple(row.get(c) for c in t.column_names)))
 
     def patch(self, table: str, key: Any, changes: dict[str, Any]) -> None:
         t = self._t(table)
@@ -144,13 +146,23 @@ class _SqlTx:
         self._new_position = position
 
     def flush(self) -> None:
+        """Runs of like operations go to the database together; a run of
+        upserts of one table is one statement (the last upsert of a key wins,
+        as it would row by row)."""
         i = 0
         ops = self._ops
         while i < len(ops):
             j = i
             while j < len(ops) and ops[j][0] == ops[i][0]:
                 j += 1
-            self.cur.executemany(ops[i][0], [o[1] for o in ops[i:j]])
+            op, run = ops[i][0], [o[1] for o in ops[i:j]]
+            if isinstance(op, tuple):
+                t = op[1]
+                k = t.column_names.index(t.key)
+                latest = list({row[k]: row for row in run}.values())
+                self.store.upsert_many(self.cur, t, self.scratch, latest)
+            else:
+                self.cur.executemany(op, run)
             i = j
         self._ops = []
 
@@ -174,10 +186,15 @@ class _SqlStore:
         return (f"INSERT INTO {t.physical(scratch)} ({', '.join(cols)}) VALUES ({p}) "
                 f"ON CONFLICT ({t.key}) DO UPDATE SET {updates}")
 
+    def upsert_many(self, cur: Any, t: Table, scratch: bool, rows: list[tuple[Any, ...]]) -> None:
+        cols = t.column_names
+        cur.executemany(self.upsert_sql(t, scratch),
+                        [tuple(self.encode(t, c, v) for c, v in zip(cols, row)) for row in rows])
+
     def encode(self, t: Table, col: str, v: Any) -> Any:
         if v is None:
             return None
-        kind = dict(t.columns)[col]
+        kind = t.kinds[col]
         if kind == "json":
             return json.dumps(v, sort_keys=True)
         if kind == "bool":
@@ -392,11 +409,32 @@ class PostgresReadModelStore(_SqlStore):
         return {"text": "text", "int": "bigint", "float": "double precision", "bool": "boolean", "json": "jsonb"}[kind]
 
     def encode(self, t: Table, col: str, v: Any) -> Any:
-        if v is not None and dict(t.columns)[col] == "json":
+        if v is not None and t.kinds[col] == "json":
             from psycopg.types.json import Jsonb
 
             return Jsonb(v)
         return super().encode(t, col, v)
+
+    _ARRAY = {"text": "text[]", "int": "bigint[]", "float": "float8[]", "bool": "bool[]", "json": "text[]"}
+
+    def upsert_many(self, cur: Any, t: Table, scratch: bool, rows: list[tuple[Any, ...]]) -> None:
+        """One INSERT ... SELECT FROM unnest(column arrays) ... ON CONFLICT for the whole run."""
+        if len(rows) < 4:
+            return super().upsert_many(cur, t, scratch, rows)
+        cols = t.column_names
+        kinds = t.kinds
+        arrays = []
+        for idx, c in enumerate(cols):
+            values = [row[idx] for row in rows]
+            if kinds[c] == "json":
+                values = [None if v is None else json.dumps(v, sort_keys=True) for v in values]
+            arrays.append(values)
+        select = ", ".join(f"{c}::jsonb" if kinds[c] == "json" else c for c in cols)
+        unnest = ", ".join(f"%s::{self._ARRAY[kinds[c]]}" for c in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != t.key) or f"{t.key} = excluded.{t.key}"
+        cur.execute(f"INSERT INTO {t.physical(scratch)} ({', '.join(cols)}) SELECT {select} "
+                    f"FROM unnest({unnest}) AS u({', '.join(cols)}) "
+                    f"ON CONFLICT ({t.key}) DO UPDATE SET {updates}", arrays, binary=True)
 
     def install(self, tables: Sequence[Table]) -> None:
         with self._tx() as cur:

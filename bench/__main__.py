@@ -182,7 +182,7 @@ def rebuild_rate(url: str) -> float:
     started = time.perf_counter()
     rebuild(UsersProjection(), store, log, fresh=True)
     rate = log.head() / (time.perf_counter() - started)
-    assert len(store.rows("users", limit=None)) * 2 == log.head()
+    assert len(store.rows("users")) == log.head()  # the seed is one registration per event
     store.close()
     app.close()
     return rate

@@ -3,7 +3,9 @@ them in: reads keep working on the old tables until the swap."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 
 from adapters.eventstore import EventLog
 from adapters.readmodels import ReadModelStore, ReadModelTx
@@ -14,16 +16,15 @@ Progress = Callable[[int, int], None]  # (position reached, head)
 
 
 def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fresh: bool = False,
-            batch: int = 2000, progress: Progress | None = None) -> int:
+            batch: int = 5000, progress: Progress | None = None) -> int:
     """Returns the position the rebuilt projection is at. Resumes an
     interrupted rebuild unless `fresh`."""
     name = projection.name
     position = store.start_rebuild(name, projection.tables, fresh=fresh)
     head = log.head()
-    while True:  # bulk: scratch tables, one transaction per batch (resumable)
-        events = log.read(position, batch)
-        if not events:
-            break
+    # bulk: scratch tables, one transaction per batch (resumable); the next
+    # batch is read and decoded while this one is written
+    for events in _prefetched(log, position, batch):
         with store.transaction(name, scratch=True) as tx:
             apply_batch(projection, tx, events)
         position = events[-1].position
@@ -41,3 +42,38 @@ def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fre
             tx.flush()  # type: ignore[attr-defined]
 
     return store.swap(name, projection.tables, catch_up)
+
+
+def _prefetched(log: EventLog, after: int, batch: int) -> Iterator[list]:
+    pages: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        at = after
+        try:
+            while not stop.is_set():
+                page = log.read(at, batch)
+                pages.put(page)
+                if not page:
+                    return
+                at = page[-1].position
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            pages.put(e)
+
+    reader = threading.Thread(target=read, name="rebuild-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            page = pages.get()
+            if isinstance(page, BaseException):
+                raise page
+            if not page:
+                return
+            yield page
+    finally:
+        stop.set()
+        while reader.is_alive():  # unblock a reader waiting on a full queue
+            try:
+                pages.get_nowait()
+            except queue.Empty:
+                reader.join(0.05)

@@ -114,30 +114,19 @@ def is_postgres(app: AttendWise) -> bool:
 
 
 def install_append_only_guard(app: AttendWise) -> None:
-    """Refuse UPDATE, DELETE (and TRUNCATE on PostgreSQL) of stored events in
-    the database itself, so no code path, ours or a script's, rewrites history."""
-    table = events_table(app)
-    datastore = _inner(app.recorder).datastore
+    """Refuse UPDATE and DELETE of stored events in the database itself.
+    (PostgreSQL's recorder installs its triggers when it creates its tables:
+    `LockedFunctionRecorder.append_only_statements`.)"""
     if is_postgres(app):
-        statements = [
-            "CREATE OR REPLACE FUNCTION attendwise_refuse_event_change() RETURNS trigger "
-            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
-            "'stored events are append-only: % refused on %', TG_OP, TG_TABLE_NAME "
-            "USING ERRCODE = 'insufficient_privilege'; END $$",
-            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION attendwise_refuse_event_change()",
-            f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
-            "FOR EACH STATEMENT EXECUTE FUNCTION attendwise_refuse_event_change()",
-        ]
-    else:
-        statements = [
+        return
+    table = events_table(app)
+    with _inner(app.recorder).datastore.transaction(commit=True) as curs:
+        for sql in (
             f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
             "BEGIN SELECT RAISE(ABORT, 'stored events are append-only: UPDATE refused'); END",
             f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
             "BEGIN SELECT RAISE(ABORT, 'stored events are append-only: DELETE refused'); END",
-        ]
-    with datastore.transaction(commit=True) as curs:
-        for sql in statements:
+        ):
             curs.execute(sql)
 
 
@@ -173,6 +162,8 @@ class GroupCommitRecorder:
         self._lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._committing = False
+        self.batches = 0  # transactions committed, for benchmarks and status
+        self.requests = 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -216,6 +207,8 @@ class GroupCommitRecorder:
                     return
 
     def _commit(self, batch: list[_Pending]) -> None:
+        self.batches += 1
+        self.requests += len(batch)
         try:
             ids = self.inner.insert_events([e for p in batch for e in p.events])
         except IntegrityError as e:

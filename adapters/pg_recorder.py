@@ -18,8 +18,8 @@ from typing import Any
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from eventsourcing.utils import retry
 from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
 
@@ -28,33 +28,63 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         self.locked_insert_function = f"{self.events_table_name}_insert_locked"
         self.sql_create_statements.append(SQL(
-            "CREATE OR REPLACE FUNCTION {schema}.{fn}(events {schema}.{event}[]) "
+            "CREATE OR REPLACE FUNCTION {schema}.{fn}(ids uuid[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
             "BEGIN "
             "  SET LOCAL lock_timeout = '{lock_timeout}s'; "
             "  LOCK TABLE {schema}.{table} IN EXCLUSIVE MODE; "
             "  NOTIFY {channel}; "
             "  RETURN QUERY INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state) "
-            "    SELECT originator_id, originator_version, topic, state FROM unnest(events) "
+            "    SELECT * FROM unnest(ids, versions, topics, states) "
             "    RETURNING notification_id; "
             "END $BODY$"
         ).format(
             schema=Identifier(self.datastore.schema),
             fn=Identifier(self.locked_insert_function),
-            event=Identifier(self.stored_event_type_name),
             lock_timeout=SQL(str(self.datastore.lock_timeout)),
             table=Identifier(self.events_table_name),
             channel=Identifier(self.channel_name),
         ))
-        self.sql_call_locked_insert = SQL("SELECT * FROM {schema}.{fn}(%s)").format(
+        self.sql_call_locked_insert = SQL("SELECT * FROM {schema}.{fn}(%s, %s, %s, %s)").format(
             schema=Identifier(self.datastore.schema), fn=Identifier(self.locked_insert_function))
+
+    SCHEMA_LOCK = 70_410_001  # advisory lock id: one process at a time creates the schema
+
+    def create_table(self) -> None:
+        """The library's DDL, plus the append-only triggers, under an advisory
+        lock: processes starting together (API, relay, projectors) would
+        otherwise race on CREATE OR REPLACE ("tuple concurrently updated")."""
+        with self.datastore.get_connection() as lock_conn:
+            lock_conn.execute("SELECT pg_advisory_lock(%s)", (self.SCHEMA_LOCK,))
+            try:
+                super().create_table()
+                with self.datastore.transaction(commit=True) as curs:
+                    for statement in self.append_only_statements():
+                        curs.execute(statement)
+            finally:
+                lock_conn.execute("SELECT pg_advisory_unlock(%s)", (self.SCHEMA_LOCK,))
+
+    def append_only_statements(self) -> list[str]:
+        """Refuse UPDATE, DELETE and TRUNCATE of stored events in the database
+        itself, so no code path, ours or a script's, rewrites history."""
+        table = self.events_table_name
+        return [
+            "CREATE OR REPLACE FUNCTION attendwise_refuse_event_change() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION "
+            "'stored events are append-only: % refused on %', TG_OP, TG_TABLE_NAME "
+            "USING ERRCODE = 'insufficient_privilege'; END $$",
+            f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION attendwise_refuse_event_change()",
+            f"CREATE OR REPLACE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION attendwise_refuse_event_change()",
+        ]
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if not stored_events or any(v is not None for v in kwargs.values()):  # e.g. tracking: the library's path
             return super().insert_events(stored_events, **kwargs)
-        rows = [self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
-                for e in stored_events]
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.sql_call_locked_insert, (rows,), prepare=True)
+        columns = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
+                   [e.topic for e in stored_events], [e.state for e in stored_events])
+        with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+            curs.execute(self.sql_call_locked_insert, columns, prepare=True)
             return [r[self.locked_insert_function] for r in curs.fetchall()]

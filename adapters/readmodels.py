@@ -390,6 +390,7 @@ class PostgresReadModelStore(_SqlStore):
         except Exception as e:  # noqa: BLE001 - translated
             raise ServiceUnavailable("PostgreSQL", setting, database_url.split("@")[-1], e) from e
         with self._tx() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(4242)")  # processes starting together
             cur.execute(f"CREATE TABLE IF NOT EXISTS {POSITIONS} (name text PRIMARY KEY, position bigint NOT NULL)")
 
     @contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from eventsourcing.application import Application, AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError
 
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
@@ -61,11 +61,15 @@ class AttendWise(Application[uuid.UUID]):
     def save_stamped(self, ctx: CommandContext, *aggregates: Any) -> None:
         """Save the aggregates' new events atomically, each stamped with the
         command's actor and id. A version clash becomes `ConcurrencyConflict`."""
+        processing = ProcessingEvent[uuid.UUID]()
         for aggregate in aggregates:
-            for ev in aggregate.pending_events:
+            for ev in aggregate.collect_events():
                 stamp(ev, ctx)
+                processing.events.append(ev)
         try:
-            self.save(*aggregates)
+            # `save()` would check each object against runtime Protocols
+            # (~0.1 ms a command); our aggregates are known, so record directly.
+            self._notify(self._record(processing))
         except IntegrityError as e:
             raise ConcurrencyConflict(
                 "another command changed this first; reload and try again"

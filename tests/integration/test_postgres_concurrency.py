@@ -3,6 +3,7 @@ commit, and tailing readers that must never miss an event."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import uuid
 from collections.abc import Iterator
@@ -110,3 +111,30 @@ def test_a_tailing_reader_sees_every_event_under_eight_writers(app: AttendWise) 
     every = [e.position for e in log.read(0, 100_000)]
     assert len(every) == 8 * 150 * 2
     assert seen == every  # nothing missed, nothing twice, in order
+
+
+def _start(url: str, q: "multiprocessing.Queue[str]") -> None:
+    from adapters.readmodels import PostgresReadModelStore
+    from projections.users import UsersProjection
+
+    try:
+        app = open_event_store(url, Path("/nonexistent"))
+        store = PostgresReadModelStore(url)
+        store.install(UsersProjection.tables)
+        app.register_user(RegisterUser(f"{uuid.uuid4().hex}@example.org", "P"), CommandContext())
+        q.put("ok")
+    except Exception as e:  # noqa: BLE001 - reported to the test
+        q.put(repr(e))
+
+
+def test_processes_starting_together_on_a_new_database_all_come_up(pg_url: str) -> None:
+    """API, relay and projectors start at once on an empty database: schema
+    creation must not race ("tuple concurrently updated")."""
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    procs = [ctx.Process(target=_start, args=(pg_url, q)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert sorted(q.get(timeout=5) for _ in procs) == ["ok"] * 6

@@ -77,13 +77,22 @@ def test_a_conflict_in_a_batch_fails_only_its_own_command(app: AttendWise) -> No
     assert ApplicationEventLog(app).head() and len(ApplicationEventLog(app).read(0, 100)) == 14
 
 
-def test_a_tailing_reader_sees_every_event_under_eight_writers(app: AttendWise) -> None:
+def test_a_tailing_reader_sees_every_event_under_eight_writers(app: AttendWise, pg_url: str) -> None:
     """The library locks the table so commit order equals position order; group
     commit must keep that: a reader following "position greater than last seen"
-    while eight writers append must see every event exactly once."""
+    and a projector following the log, while eight writers append, must each
+    see every event exactly once."""
+    from adapters.readmodels import PostgresReadModelStore
+    from projections.projector import Projector
+    from tests.unit.test_projection_replay import CountingProjection
+
     log = ApplicationEventLog(app)
     stop = threading.Event()
     seen: list[int] = []
+    store = PostgresReadModelStore(pg_url)
+    projector = Projector(CountingProjection(), store)
+    following = threading.Thread(target=projector.follow, args=(log, lambda: stop.is_set() and projector.position == log.head()))
+    following.start()
 
     def tail() -> None:
         at = 0
@@ -108,9 +117,13 @@ def test_a_tailing_reader_sees_every_event_under_eight_writers(app: AttendWise) 
         t.join()
     stop.set()
     reader.join()
+    following.join(60)
     every = [e.position for e in log.read(0, 100_000)]
     assert len(every) == 8 * 150 * 2
     assert seen == every  # nothing missed, nothing twice, in order
+    counts = store.rows("event_counts")
+    assert len(counts) == 8 * 150 and all(r["events"] == 1 for r in counts)  # each registration once
+    store.close()
 
 
 def _start(url: str, q: "multiprocessing.Queue[str]") -> None:

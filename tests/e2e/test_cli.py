@@ -1,0 +1,80 @@
+"""The `attendwise` command line, run as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.processes import REPO, Proc, free_port, wait_http
+
+
+def attendwise(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ATTENDWISE_")}
+    return subprocess.run([sys.executable, "-m", "api.cli", *args], env={**inherited, **(env or {})}, cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_explains_every_subcommand() -> None:
+    out = attendwise("--help")
+    assert out.returncode == 0
+    for command in ("serve", "relay", "project", "rebuild", "projections", "services"):
+        assert f"    {command}" in out.stdout
+
+
+def test_rebuild_status_and_unknown_names_on_the_embedded_default(tmp_path: Path) -> None:
+    from adapters.eventstore import open_event_store
+    from commands.messages import CommandContext, RegisterUser
+
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path)}
+    app = open_event_store(None, tmp_path / "events.sqlite3")
+    for i in range(25):
+        app.register_user(RegisterUser(f"cli{i}@example.org", f"Cli {i}"), CommandContext())
+    app.close()
+
+    status = attendwise("projections", "status", env=env)
+    assert status.returncode == 0 and "users" in status.stdout and " 50" in status.stdout  # 50 behind
+
+    rebuilt = attendwise("rebuild", "users", env=env)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "users: rebuilt to position 50" in rebuilt.stdout
+    assert "events/s" in rebuilt.stdout + rebuilt.stderr  # the progress bar
+
+    from adapters.readmodels import SQLiteReadModelStore
+    from projections.users import USERS
+
+    store = SQLiteReadModelStore(tmp_path / "readmodels.sqlite3")
+    store.install([USERS])
+    assert len(store.rows("users")) == 25 and store.position("users") == 50
+
+    after = attendwise("projections", "status", env=env)
+    assert "users" in after.stdout and after.stdout.strip().splitlines()[-1].split()[-1] == "0"
+
+    unknown = attendwise("rebuild", "nope", env=env)
+    assert unknown.returncode == 2 and "unknown projection(s) nope" in unknown.stderr
+
+
+def test_a_missing_postgres_is_named_with_its_setting(tmp_path: Path) -> None:
+    out = attendwise("projections", "status", env={"ATTENDWISE_DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{free_port()}/x"})
+    assert out.returncode == 2
+    assert "PostgreSQL is unavailable" in out.stderr and "ATTENDWISE_DATABASE_URL" in out.stderr
+    assert "Traceback" not in out.stderr and ":pw@" not in out.stderr
+
+
+def test_readyz_is_503_with_retry_after_when_nats_is_down(pg_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    api = Proc(["serve", "--port", str(port)], {"ATTENDWISE_DATABASE_URL": pg_url,
+                                               "ATTENDWISE_NATS_URL": f"nats://127.0.0.1:{free_port()}"},
+               tmp_path / "api.log").start()
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
+        r = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert r.status_code == 503 and r.headers["retry-after"]
+        checks = r.json()["checks"]
+        assert checks["event_store"] == "ok" and checks["read_models"] == "ok"
+        assert "ATTENDWISE_NATS_URL" in checks["nats"]
+    finally:
+        api.stop()

@@ -21,15 +21,19 @@ def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fre
     interrupted rebuild unless `fresh`."""
     name = projection.name
     position = store.start_rebuild(name, projection.tables, fresh=fresh)
-    head = log.head()
-    # bulk: scratch tables, one transaction per batch (resumable); the next
-    # batch is read and decoded while this one is written
-    for events in _prefetched(log, position, batch):
-        with store.transaction(name, scratch=True) as tx:
-            apply_batch(projection, tx, events)
-        position = events[-1].position
-        if progress:
-            progress(position, max(head, position))
+    # Bulk, then one more pass for what arrived meanwhile: each pass stops at
+    # the head seen when it began, so sustained writes cannot keep a rebuild
+    # from finishing; the swap then applies the last few under the lock.
+    for _ in range(2):
+        head = log.head()
+        # scratch tables, one transaction per batch (resumable); the next
+        # batch is read and decoded while this one is written
+        for events in _prefetched(log, position, batch, upto=head):
+            with store.transaction(name, scratch=True) as tx:
+                apply_batch(projection, tx, events)
+            position = events[-1].position
+            if progress:
+                progress(position, head)
 
     def catch_up(tx: ReadModelTx, frm: int, to: int) -> None:
         at = frm
@@ -44,7 +48,8 @@ def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fre
     return store.swap(name, projection.tables, catch_up)
 
 
-def _prefetched(log: EventLog, after: int, batch: int) -> Iterator[list]:
+def _prefetched(log: EventLog, after: int, batch: int, upto: int) -> Iterator[list]:
+    """Pages of events in (after, upto], read one page ahead in a thread."""
     pages: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
@@ -52,7 +57,7 @@ def _prefetched(log: EventLog, after: int, batch: int) -> Iterator[list]:
         at = after
         try:
             while not stop.is_set():
-                page = log.read(at, batch)
+                page = [e for e in log.read(at, batch) if e.position <= upto] if at < upto else []
                 pages.put(page)
                 if not page:
                     return

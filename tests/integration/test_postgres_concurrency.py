@@ -97,11 +97,12 @@ def test_a_tailing_reader_sees_every_event_under_eight_writers(app: AttendWise, 
     def tail() -> None:
         at = 0
         while True:
+            writers_done = stop.is_set()  # read before the page: an empty page read after it is final
             page = log.read(at, 500)
             if page:
                 seen.extend(e.position for e in page)
                 at = page[-1].position
-            elif stop.is_set():
+            elif writers_done:
                 return
 
     def write(w: int) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError
 
+from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
 from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
 from domain.users import EmailAddress, User
@@ -20,7 +21,7 @@ from domain.users import EmailAddress, User
 APPLICATION_NAME = "AttendWise"
 
 
-class AttendWise(Application[uuid.UUID]):
+class AttendWise(SchedulingHandlers, Application[uuid.UUID]):
     name = APPLICATION_NAME
 
     def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None) -> None:

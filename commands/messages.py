@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from dataclasses import dataclass, field
 
@@ -26,3 +27,67 @@ class RegisterUser:
 class ChangeDisplayName:
     user_id: uuid.UUID
     display_name: str
+
+
+# ------------------------------------------------------------------ scheduling
+@dataclass(frozen=True)
+class ScheduleSeries:
+    title: str
+    host_ids: list[str]
+    start: datetime.datetime  # local wall time of the first session
+    time_zone: str
+    duration_minutes: int
+    rule: str | None = None  # RRULE value, e.g. "FREQ=WEEKLY;BYDAY=TU;COUNT=4"
+    exdates: list[datetime.datetime] = field(default_factory=list)
+    rdates: list[datetime.datetime] = field(default_factory=list)
+    community_id: str | None = None
+    location: dict | None = None
+    capacity: int | None = None
+    visibility: str = "public"
+
+
+@dataclass(frozen=True)
+class ChangeSession:
+    """Change one occurrence. Fields left as None stay as they are, except
+    where `clear_location` / `clear_capacity` ask to empty them."""
+
+    session_id: uuid.UUID
+    start: datetime.datetime | None = None
+    location: dict | None = None
+    capacity: int | None = None
+    clear_location: bool = False
+    clear_capacity: bool = False
+
+
+@dataclass(frozen=True)
+class CancelSession:
+    session_id: uuid.UUID
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ChangeSeriesRule:
+    """Change the whole series' rule: what no longer occurs is cancelled,
+    what newly occurs is added; sessions with check-ins or in the past stay."""
+
+    series_id: uuid.UUID
+    start: datetime.datetime
+    time_zone: str
+    duration_minutes: int
+    rule: str | None
+    exdates: list[datetime.datetime] = field(default_factory=list)
+    rdates: list[datetime.datetime] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ChangeThisAndFollowing:
+    """"This and all following": the series is split at `session_id`; a new
+    series carries the changes from that occurrence on."""
+
+    session_id: uuid.UUID
+    start_time: datetime.time | None = None  # new local time of day
+    duration_minutes: int | None = None
+    rule: str | None = None  # new rule from here on (default: the same rule)
+    title: str | None = None
+    location: dict | None = None
+    capacity: int | None = None

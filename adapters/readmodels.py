@@ -18,6 +18,8 @@ from typing import Any, Protocol
 from adapters.errors import ServiceUnavailable
 
 POSITIONS = "projection_positions"
+OPERATORS = ("=", "<", "<=", ">", ">=")
+Condition = tuple[str, str, Any]
 SCRATCH = "__next"
 TYPES = {"text", "int", "float", "bool", "json"}
 
@@ -93,7 +95,10 @@ class ReadModelStore(Protocol):
     def get(self, table: str, key: Any) -> dict[str, Any] | None: ...
 
     def rows(self, table: str, where: dict[str, Any] | None = None, order_by: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]: ...
+             limit: int | None = None, conditions: Sequence[Condition] = ()) -> list[dict[str, Any]]:
+        """Live rows matching `where` (equality) and `conditions` ((column,
+        op, value) with op one of = < <= > >=), ordered, at most `limit`."""
+        ...
 
     def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False) -> int: ...
 
@@ -231,13 +236,15 @@ class _SqlStore:
         )
 
     def _rows_sql(self, t: Table, where: dict[str, Any] | None, order_by: str | None,
-                  limit: int | None) -> tuple[str, list[Any]]:
+                  limit: int | None, conditions: Sequence[Condition] = ()) -> tuple[str, list[Any]]:
         sql, params = f"SELECT * FROM {t.physical()}", []
-        if where:
-            for c in where:
+        conds = [(c, "=", v) for c, v in (where or {}).items()] + list(conditions)
+        if conds:
+            for c, op, _ in conds:
                 assert c in t.column_names, f"unknown column {c}"
-            sql += " WHERE " + " AND ".join(f"{c} = {self.param}" for c in where)
-            params = [self.encode(t, c, v) for c, v in where.items()]
+                assert op in OPERATORS, f"unknown operator {op}"
+            sql += " WHERE " + " AND ".join(f"{c} {op} {self.param}" for c, op, _ in conds)
+            params = [self.encode(t, c, v) for c, _, v in conds]
         if order_by:
             col, _, direction = order_by.partition(" ")
             assert col in t.column_names and direction.upper() in ("", "ASC", "DESC")
@@ -309,9 +316,9 @@ class SQLiteReadModelStore(_SqlStore):
         return None if r is None else self.decode_row(t, r)
 
     def rows(self, table: str, where: dict[str, Any] | None = None, order_by: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None, conditions: Sequence[Condition] = ()) -> list[dict[str, Any]]:
         t = self.tables[table]
-        sql, params = self._rows_sql(t, where, order_by, limit)
+        sql, params = self._rows_sql(t, where, order_by, limit, conditions)
         return [self.decode_row(t, r) for r in self._conn().execute(sql, params).fetchall()]
 
     def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False) -> int:
@@ -471,9 +478,9 @@ class PostgresReadModelStore(_SqlStore):
         return None if r is None else self.decode_row(t, r)
 
     def rows(self, table: str, where: dict[str, Any] | None = None, order_by: str | None = None,
-             limit: int | None = None) -> list[dict[str, Any]]:
+             limit: int | None = None, conditions: Sequence[Condition] = ()) -> list[dict[str, Any]]:
         t = self.tables[table]
-        sql, params = self._rows_sql(t, where, order_by, limit)
+        sql, params = self._rows_sql(t, where, order_by, limit, conditions)
         with self._tx() as cur:
             cur.execute(sql, params)
             return [self.decode_row(t, r) for r in cur.fetchall()]

@@ -4,6 +4,8 @@ import time."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
@@ -22,6 +24,7 @@ class Container:
     event_log: ApplicationEventLog
     readmodels: ReadModelStore
     projectors: dict[str, Projector] = field(default_factory=dict)
+    clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
 
     def close(self) -> None:
         self.readmodels.close()

@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every projection")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted rebuild")
 
+    sub.add_parser("horizon", help="extend open-ended series: generate their sessions up to 90 days ahead "
+                                   "(run daily, e.g. from cron; `serve` does it hourly when embedded)")
+
     p = sub.add_parser("projections", help="projection status: position and lag behind the log")
     p.add_argument("action", choices=["status"])
 
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
-                "projections": _projections}[args.command](settings, args)
+                "projections": _projections, "horizon": _horizon}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
@@ -184,6 +187,16 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
             position = rebuild(container.projectors[name].projection, container.readmodels, container.event_log,
                                fresh=args.fresh, progress=progress)
         print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
+    return 0
+
+
+def _horizon(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build
+    from api.jobs import extend_horizons
+
+    container = build(settings)
+    container.projectors["scheduling"].catch_up(container.event_log)  # which series are open-ended
+    print(f"{extend_horizons(container)} sessions added")
     return 0
 
 

@@ -7,10 +7,10 @@ import asyncio
 import threading
 import uuid
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, AsyncIterator
+from typing import Any, AsyncIterator
 
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,7 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import ServiceUnavailable
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
+from api.deps import Deps
 from api.graphql import graphql_app
+from api.jobs import extend_horizons
+from api.scheduling_routes import router as scheduling_router
 from commands.messages import CommandContext, RegisterUser
 from domain.errors import DomainError
 
@@ -56,11 +59,6 @@ def problem(status: int, code: str, title: str, detail: str | None = None, **ext
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def get_container(request: Request) -> Container:
-    return request.app.state.container
-
-
-Deps = Annotated[Container, Depends(get_container)]
 
 
 # ---------------------------------------------------------------- app
@@ -86,6 +84,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             bus = await connect_bus(settings)
             app.state.bus = bus
             tasks.append(asyncio.create_task(Relay(container.event_log, bus).run(stop)))
+            tasks.append(asyncio.create_task(_hourly(stop, lambda: extend_horizons(container))))
         log.info("api_started", embedded=settings.embedded, workers_in_process=in_process)
         yield
         stop.set()
@@ -165,10 +164,22 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             return JSONResponse({"status": "ready", "checks": checks})
         return problem(503, "NOT_READY", "a dependency is unavailable", checks=checks)
 
+    app.include_router(scheduling_router)
     gql = graphql_app(container)
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)
     return app
+
+
+async def _hourly(stop: asyncio.Event, job: Any) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 3600)
+        except asyncio.TimeoutError:
+            try:
+                await asyncio.to_thread(job)
+            except Exception:  # noqa: BLE001 - logged; the next hour tries again
+                log.exception("job_failed")
 
 
 async def _check_nats(url: str) -> str:

@@ -90,3 +90,13 @@ def test_install_is_idempotent(store: ReadModelStore) -> None:
     store.install([THINGS])
     store.install([THINGS])
     store.ping()
+
+
+def test_conditions_select_ranges_for_keyset_pages(store: ReadModelStore) -> None:
+    with store.transaction("p") as tx:
+        for i in range(10):
+            tx.upsert("things", {"id": f"k{i}", "n": i, "ok": i % 2 == 0})
+    assert [r["n"] for r in store.rows("things", conditions=[("n", ">=", 3), ("n", "<", 6)], order_by="n")] == [3, 4, 5]
+    page1 = store.rows("things", where={"ok": True}, order_by="id", limit=2)
+    page2 = store.rows("things", where={"ok": True}, order_by="id", limit=2, conditions=[("id", ">", page1[-1]["id"])])
+    assert [r["id"] for r in page1 + page2] == ["k0", "k2", "k4", "k6"]

@@ -1,0 +1,31 @@
+"""Scheduled jobs (the scheduler's work, not domain events)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import structlog
+
+from api.bootstrap import Container
+from commands.messages import CommandContext
+from domain.errors import ConcurrencyConflict
+
+log = structlog.get_logger("jobs")
+
+
+def extend_horizons(c: Container, now: dt.datetime | None = None) -> int:
+    """Generate open-ended series' sessions up to the rolling horizon. Safe to
+    run anywhere, any number of times, concurrently: session ids are derived,
+    a series' horizon only grows, and a concurrent run loses with a conflict."""
+    now = now or c.clock()
+    added = 0
+    for row in c.readmodels.rows("series", where={"open_ended": True}):
+        if row["continued_by"]:
+            continue
+        try:
+            added += c.app.extend_horizon(uuid.UUID(row["id"]), CommandContext(actor="scheduler"), now)
+        except ConcurrencyConflict:
+            log.info("horizon_extended_elsewhere", series_id=row["id"])
+    log.info("horizons_extended", sessions_added=added)
+    return added

@@ -86,7 +86,7 @@ class SchedulingHandlers:
         before = {o.original_start: o for o in series.occurrences()}
         series.change_rule(Recurrence(cmd.start, cmd.time_zone, dt.timedelta(minutes=cmd.duration_minutes),
                                       cmd.rule, tuple(cmd.exdates), tuple(cmd.rdates)), now)
-        after = {o.original_start: o for o in series.occurrences(now + HORIZON)}
+        after = {o.original_start: o for o in series.occurrences()}  # up to the series' own horizon
         out = ScheduleOutcome(series.id, series.description)
         changed: list[Any] = [series]
         gone = [session_id(series.id, k) for k in before if k not in after]
@@ -161,7 +161,9 @@ class SchedulingHandlers:
         known = {o.original_start for o in series.occurrences()}
         series.extend_horizon(until)
         fresh = [o for o in series.occurrences() if o.original_start not in known and o.start > now]
-        sessions = [Session.for_occurrence(series, o) for o in fresh]
+        existing = self._existing_sessions([session_id(series.id, o.original_start) for o in fresh])
+        sessions = [Session.for_occurrence(series, o) for o in fresh
+                    if session_id(series.id, o.original_start) not in existing]
         self.save_stamped(ctx, series, *sessions)
         return len(sessions)
 

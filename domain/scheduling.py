@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zoneinfo
 from typing import Any
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import AttendWiseAggregate
 from domain.errors import DomainError, InvalidInput
-from domain.recurrence import HORIZON, Occurrence, Recurrence, check_recurrence, describe, expand
+from domain.recurrence import (HORIZON, Occurrence, Recurrence, check_recurrence, describe, expand,
+                               resolve_local)
 
 VISIBILITIES = ("public", "members")
 
@@ -81,6 +83,17 @@ def check_hosts(host_ids: list[str]) -> list[str]:
         raise InvalidInput("host ids must be UUIDs", field="host_ids") from e
 
 
+def check_density(rec: Recurrence, now: dt.datetime) -> None:
+    """A bounded rule may give at most the limit; an open-ended one at most
+    the limit within one horizon from its first session (or from now), so the
+    horizon job can never be asked for more later."""
+    if not rec.open_ended:
+        expand(rec)
+        return
+    begin = max(now, resolve_local(rec.start, rec.zone))
+    expand(rec, begin + HORIZON)
+
+
 def session_id(series_id: uuid.UUID, original_start: dt.datetime) -> uuid.UUID:
     """A session's id derives from its series and its original local start:
     generating an occurrence twice can only ever name the same session."""
@@ -139,7 +152,7 @@ class Series(AttendWiseAggregate):
         """Checked arguments for a new series (raises `InvalidInput`)."""
         rec = check_recurrence(recurrence)
         generated_until = now + HORIZON if rec.open_ended else None
-        expand(rec, generated_until)  # refuses more than the limit before anything is written
+        check_density(rec, now)  # refuses more than the limit before anything is written
         return dict(title=check_title(title), community_id=community_id, host_ids=check_hosts(host_ids),
                     start=rec.start, time_zone=rec.time_zone, duration_minutes=int(rec.duration.total_seconds() // 60),
                     rule=rec.rule, exdates=list(rec.exdates), rdates=list(rec.rdates),
@@ -159,10 +172,7 @@ class Series(AttendWiseAggregate):
     def change_rule(self, recurrence: Recurrence, now: dt.datetime) -> None:
         self.check_open()
         rec = check_recurrence(recurrence)
-        if rec.open_ended:
-            expand(rec, max(self.generated_until or now, now + HORIZON))
-        else:
-            expand(rec)
+        check_density(rec, now)
         self._rule_changed(start=rec.start, time_zone=rec.time_zone,
                            duration_minutes=int(rec.duration.total_seconds() // 60), rule=rec.rule,
                            exdates=list(rec.exdates), rdates=list(rec.rdates), description=describe(rec))
@@ -254,9 +264,6 @@ class Session(AttendWiseAggregate):
     def change(self, now: dt.datetime, start_local: dt.datetime | None = None,
                location: dict[str, Any] | None | str = "unchanged", capacity: int | None | str = "unchanged") -> None:
         """Move this one occurrence, or change its place or capacity."""
-        from domain.recurrence import resolve_local
-        import zoneinfo
-
         self.check_changeable(now)
         start, end = self.start, self.end
         if start_local is not None:

@@ -4,46 +4,12 @@ JetStream, and the API, relay and projector as separate processes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
-import pytest
 
-from tests.processes import Proc, eventually, free_port, wait_http
+from tests.e2e.conftest import gql
+from tests.processes import eventually
 
 USER_QUERY = "query($id: ID!) { user(id: $id) { id displayName timeZone registeredAt } }"
-
-
-@pytest.fixture(params=["embedded", "full"])
-def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    env = {"ATTENDWISE_DATA_DIR": str(tmp_path / "data"), "ATTENDWISE_LOG_FORMAT": "json"}
-    procs: list[Proc] = []
-    if request.param == "full":
-        env |= {"ATTENDWISE_DATABASE_URL": request.getfixturevalue("pg_url"),
-                "ATTENDWISE_NATS_URL": request.getfixturevalue("nats_url"),
-                "ATTENDWISE_NATS_NAMESPACE": request.getfixturevalue("nats_namespace")}
-        procs += [Proc(["relay"], env, tmp_path / "relay.log").start(),
-                  Proc(["project", "users"], env, tmp_path / "project.log").start()]
-    api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()
-    procs.append(api)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/healthz", proc=api)
-        assert ("embedded" if request.param == "embedded" else "full stack") in api.log
-        yield url
-    finally:
-        for p in procs:
-            p.stop()
-        for p in procs:
-            assert "Traceback" not in p.log, p.log[-3000:]
-
-
-def gql(url: str, query: str, **variables: object) -> dict:
-    r = httpx.post(url + "/graphql", json={"query": query, "variables": variables}, timeout=5)
-    assert r.status_code in (200, 400), r.text  # 400: the query itself is invalid
-    return r.json()
 
 
 def test_register_then_read_through_graphql(base_url: str) -> None:

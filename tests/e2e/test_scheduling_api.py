@@ -1,0 +1,126 @@
+"""Scheduling over HTTP and GraphQL, on the embedded default and the full stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import httpx
+from icalendar import Calendar
+
+from tests.e2e.conftest import Stack, gql
+from tests.processes import eventually
+
+HOST = str(uuid.uuid4())
+COMMUNITY = str(uuid.uuid4())
+YEAR = 2037  # in the future (the API runs on the real clock); its calendar is 2026's: 6 January is a Tuesday
+
+SERIES_QUERY = """query($id: ID!, $after: String) { series(id: $id) { title description rule openEnded hostIds
+  sessions(first: 3, after: $after) { edges { cursor node { id start localStart status capacity location { name lat } } }
+  pageInfo { hasNextPage endCursor } } } }"""
+
+
+def create(base: str, **overrides: object) -> httpx.Response:
+    body = {"title": "Tuesday run", "host_ids": [HOST], "community_id": COMMUNITY, "start": f"{YEAR}-01-06T18:00:00",
+            "time_zone": "Europe/Berlin", "duration_minutes": 90, "rule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8",
+            "location": {"name": "Park gate", "address": "Main St 1", "lat": 52.52, "lon": 13.40}, "capacity": 20}
+    body.update(overrides)
+    return httpx.post(base + "/series", json=body, timeout=30)
+
+
+def all_sessions(base: str, series_id: str) -> list[dict]:
+    nodes, after = [], None
+    while True:
+        page = gql(base, SERIES_QUERY, id=series_id, after=after)["data"]["series"]["sessions"]
+        nodes += [e["node"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            return nodes
+        after = page["pageInfo"]["endCursor"]
+
+
+def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
+    r = create(base_url)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["description"] == "Every Tuesday at 18:00, 8 times" and out["added"] == 8
+    sid = out["series_id"]
+
+    series = eventually(lambda: gql(base_url, SERIES_QUERY, id=sid)["data"]["series"])
+    assert series["rule"] == "FREQ=WEEKLY;BYDAY=TU;COUNT=8" and series["hostIds"] == [HOST]
+    sessions = eventually(lambda: len(all_sessions(base_url, sid)) == 8 and all_sessions(base_url, sid))
+    assert [s["localStart"][11:16] for s in sessions] == ["18:00"] * 8  # wall time kept across DST
+    assert sessions[0]["start"] == f"{YEAR}-01-06T17:00:00+00:00" and sessions[0]["location"]["name"] == "Park gate"
+
+    # one occurrence: move it, then cancel another
+    second, third = sessions[1]["id"], sessions[2]["id"]
+    assert httpx.patch(f"{base_url}/sessions/{second}", json={"start": f"{YEAR}-01-14T19:00:00", "capacity": 5}).status_code == 204
+    assert httpx.post(f"{base_url}/sessions/{third}/cancel", json={"reason": "Pitch closed"}).status_code == 204
+    again = httpx.post(f"{base_url}/sessions/{third}/cancel", json={})
+    assert again.status_code == 409 and again.json()["code"] == "SESSION_CANCELLED"
+
+    def edited() -> list[dict] | None:
+        s = all_sessions(base_url, sid)
+        return s if s[1]["capacity"] == 5 and s[2]["status"] == "cancelled" else None
+
+    s = eventually(edited)
+    assert s[1]["localStart"] == f"{YEAR}-01-14T19:00:00"
+
+    # this and all following, from the fifth session
+    split = httpx.post(f"{base_url}/sessions/{sessions[4]['id']}/this-and-following", json={"start_time": "19:30"})
+    assert split.status_code == 201, split.text
+    body = split.json()
+    assert body["description"] == "Every Tuesday at 19:30, 4 times" and len(body["cancelled"]) == 4
+    new_id = body["new_series_id"]
+    assert eventually(lambda: len(all_sessions(base_url, new_id)) == 4)
+
+    # a community's sessions in a date range, paginated; a host's upcoming sessions
+    window = gql(base_url, """query($c: ID!, $f: String!, $t: String!) { communitySessions(communityId: $c, from: $f,
+        to: $t, first: 2) { edges { node { id localStart } } pageInfo { hasNextPage } } }""",
+                 c=COMMUNITY, f=f"{YEAR}-01-01T00:00:00Z", t=f"{YEAR}-01-21T00:00:00Z")["data"]["communitySessions"]
+    assert [e["node"]["localStart"][:10] for e in window["edges"]] == [f"{YEAR}-01-06", f"{YEAR}-01-14"]
+    assert window["pageInfo"]["hasNextPage"] is True
+    upcoming = gql(base_url, "query($u: ID!) { upcomingSessions(userId: $u, first: 50) { edges { node { id } } } }",
+                   u=HOST)["data"]["upcomingSessions"]["edges"]
+    assert len(upcoming) == 8 - 1 - 4 + 4  # cancelled ones are not upcoming
+
+    # iCalendar: calendar apps read it back
+    ics = httpx.get(f"{base_url}/communities/{COMMUNITY}/calendar.ics")
+    assert ics.status_code == 200 and ics.headers["content-type"].startswith("text/calendar")
+    events = [c for c in Calendar.from_ical(ics.content).walk("VEVENT")]
+    assert len(events) == 12  # 8 + 4 new, cancelled ones marked as such
+    by_uid = {str(e["uid"]): e for e in events}
+    first = by_uid[f"{sessions[0]['id']}@attendwise"]
+    assert first.decoded("dtstart") == dt.datetime(YEAR, 1, 6, 17, tzinfo=dt.timezone.utc)
+    assert str(first["location"]) == "Park gate, Main St 1" and first["summary"] == "Tuesday run"
+    assert str(by_uid[f"{third}@attendwise"]["status"]) == "CANCELLED"
+    mine = Calendar.from_ical(httpx.get(f"{base_url}/users/{HOST}/calendar.ics").content)
+    assert len(list(mine.walk("VEVENT"))) == 12
+
+
+def test_bad_schedules_are_4xx_problems_and_append_nothing(base_url: Stack) -> None:
+    from adapters.eventstore import ApplicationEventLog, open_event_store
+
+    app = open_event_store(base_url.env.get("ATTENDWISE_DATABASE_URL"), base_url.data_dir / "events.sqlite3")
+    log = ApplicationEventLog(app)
+    before = log.head()
+    cases = [
+        (dict(rule="FREQ=WEEKLY;BYDAY=XX"), "rule"),
+        (dict(rule="FREQ=WEEKLY;UNTIL=20000101T000000Z"), "rule"),
+        (dict(time_zone="Atlantis/Capital"), "time_zone"),
+        (dict(rule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"), "rule"),
+        (dict(rule="FREQ=DAILY;COUNT=20000"), "rule"),
+        (dict(rule="FREQ=MINUTELY"), "rule"),
+        (dict(start=f"{YEAR}-01-06T18:00:00+01:00"), "start"),
+        (dict(capacity=0), "capacity"),
+        (dict(host_ids=[]), "host_ids"),
+    ]
+    for overrides, field in cases:
+        r = create(base_url, **overrides)
+        assert 400 <= r.status_code < 500, (overrides, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["code"] == "INVALID_INPUT" and field in str(problem["errors"]), (overrides, problem)
+    missing = httpx.post(f"{base_url}/sessions/{uuid.uuid4()}/cancel", json={})
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+    assert log.head() == before
+    app.close()

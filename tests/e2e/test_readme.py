@@ -38,5 +38,12 @@ def test_the_readme_example_works_on_the_embedded_default(tmp_path: Path) -> Non
         body = json.loads(query_line.replace("<id>", uid))
         user = eventually(lambda: httpx.post(base + "/graphql", json=body).json()["data"]["user"])
         assert user["displayName"] == payload["display_name"] and user["timeZone"] == payload["time_zone"]
+
+        series_json = re.search(r"curl -s -XPOST localhost:8000/series .*?-d '(.*?)'", README, re.S).group(1)
+        series = httpx.post(base + "/series", json=json.loads(series_json))
+        assert series.status_code == 201, series.text
+        promised = re.search(r'# (\{"series_id".*)', README).group(1)
+        assert f'"description": "{series.json()["description"]}"' in promised
+        assert f'"added": {series.json()["added"]}' in promised
     finally:
         api.stop()

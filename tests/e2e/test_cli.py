@@ -51,7 +51,8 @@ def test_rebuild_status_and_unknown_names_on_the_embedded_default(tmp_path: Path
     assert len(store.rows("users")) == 25 and store.position("users") == 50
 
     after = attendwise("projections", "status", env=env)
-    assert "users" in after.stdout and after.stdout.strip().splitlines()[-1].split()[-1] == "0"
+    users_line = next(line for line in after.stdout.splitlines() if line.startswith("users"))
+    assert users_line.split()[1:] == ["50", "0"]
 
     unknown = attendwise("rebuild", "nope", env=env)
     assert unknown.returncode == 2 and "unknown projection(s) nope" in unknown.stderr

@@ -31,7 +31,10 @@ def create(base: str, **overrides: object) -> httpx.Response:
 def all_sessions(base: str, series_id: str) -> list[dict]:
     nodes, after = [], None
     while True:
-        page = gql(base, SERIES_QUERY, id=series_id, after=after)["data"]["series"]["sessions"]
+        series = gql(base, SERIES_QUERY, id=series_id, after=after)["data"]["series"]
+        if series is None:  # not projected yet
+            return []
+        page = series["sessions"]
         nodes += [e["node"] for e in page["edges"]]
         if not page["pageInfo"]["hasNextPage"]:
             return nodes

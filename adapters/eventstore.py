@@ -313,7 +313,7 @@ def to_envelope(app: AttendWise, n: Notification) -> EventEnvelope:
             at += 1
         data = {k: _plain(v) for k, v in state.items()}
     else:
-        data = {k: _plain_raw(v) for k, v in raw.items()}
+        data = {k: _plain_raw(v) if isinstance(v, (dict, list)) else v for k, v in raw.items()}
     meta = data.pop("meta", None) or {}
     ts = data.pop("timestamp", "")
     data.pop("originator_topic", None)

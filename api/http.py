@@ -196,12 +196,21 @@ async def _check_nats(url: str) -> str:
 def _check_neo4j(uri: str) -> None:
     import neo4j
 
-    with neo4j.GraphDatabase.driver(uri, auth=None, connection_timeout=2) as d:
-        d.verify_connectivity()
+    try:
+        with neo4j.GraphDatabase.driver(uri, auth=None, connection_timeout=2) as d:
+            d.verify_connectivity()
+    except Exception as e:  # noqa: BLE001 - translated
+        raise ServiceUnavailable("Neo4j", "ATTENDWISE_NEO4J_URI", uri, e) from e
 
 
 def _check_http(url: str) -> None:
+    import urllib.error
     import urllib.request
 
-    with urllib.request.urlopen(url, timeout=2):
-        pass
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answered
+    except OSError as e:
+        raise ServiceUnavailable("S3 API", "ATTENDWISE_S3_ENDPOINT", url, e) from e

@@ -68,6 +68,23 @@ class SchedulingHandlers:
                 pass
         return found
 
+    @staticmethod
+    def _retire(sessions: dict[uuid.UUID, Session], reason: str, now: dt.datetime,
+                out: ScheduleOutcome) -> list[Session]:
+        """Cancel the sessions an edit no longer generates, except those a
+        rule change must keep (with check-ins, started, already cancelled),
+        which `out.kept` lists with the reason. Returns the cancelled ones."""
+        cancelled = []
+        for sid, session in sessions.items():
+            why = session.removable_by_rule_change(now)
+            if why:
+                out.kept[str(sid)] = why
+            else:
+                session.cancel(reason, now)
+                cancelled.append(session)
+                out.cancelled.append(sid)
+        return cancelled
+
     def change_session(self, cmd: ChangeSession, ctx: CommandContext, now: dt.datetime) -> None:
         session = self.get_session(cmd.session_id)
         session.change(
@@ -90,14 +107,7 @@ class SchedulingHandlers:
         out = ScheduleOutcome(series.id, series.description)
         changed: list[Any] = [series]
         gone = [session_id(series.id, k) for k in before if k not in after]
-        for sid, session in self._existing_sessions(gone).items():
-            why = session.removable_by_rule_change(now)
-            if why:
-                out.kept[str(sid)] = why
-            else:
-                session.cancel("the series' rule changed", now)
-                changed.append(session)
-                out.cancelled.append(sid)
+        changed += self._retire(self._existing_sessions(gone), "the series' rule changed", now, out)
         new = [o for k, o in after.items() if k not in before and o.start > now]
         existing = self._existing_sessions([session_id(series.id, o.original_start) for o in new])
         for occ in new:
@@ -132,14 +142,7 @@ class SchedulingHandlers:
         out = ScheduleOutcome(old.id, new.description, new_series_id=new.id)
         changed: list[Any] = [old, new]
         existing = self._existing_sessions([session_id(old.id, o.original_start) for o in following])
-        for sid, s in existing.items():
-            why = s.removable_by_rule_change(now)
-            if why:
-                out.kept[str(sid)] = why
-            else:
-                s.cancel("moved to the series that continues this one", now)
-                changed.append(s)
-                out.cancelled.append(sid)
+        changed += self._retire(existing, "moved to the series that continues this one", now, out)
         for occ in new.occurrences():
             if occ.start > now:
                 s = Session.for_occurrence(new, occ)

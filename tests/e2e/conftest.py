@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra import services
+from tests.conftest import need
 from tests.processes import Proc, free_port, wait_http
 
 
@@ -27,9 +29,13 @@ def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     env = {"ATTENDWISE_DATA_DIR": str(tmp_path / "data"), "ATTENDWISE_LOG_FORMAT": "json"}
     procs: list[Proc] = []
     if request.param == "full":
+        need("neo4j")
+        need("s3")
         env |= {"ATTENDWISE_DATABASE_URL": request.getfixturevalue("pg_url"),
                 "ATTENDWISE_NATS_URL": request.getfixturevalue("nats_url"),
-                "ATTENDWISE_NATS_NAMESPACE": request.getfixturevalue("nats_namespace")}
+                "ATTENDWISE_NATS_NAMESPACE": request.getfixturevalue("nats_namespace"),
+                "ATTENDWISE_NEO4J_URI": f"bolt://{services.HOST}:{services.PORTS['neo4j']}",
+                "ATTENDWISE_S3_ENDPOINT": f"http://{services.HOST}:{services.PORTS['s3']}"}
         procs += [Proc(["relay"], env, tmp_path / "relay.log").start(),
                   Proc(["project"], env, tmp_path / "project.log").start()]
     api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()

@@ -65,10 +65,12 @@ def test_a_missing_postgres_is_named_with_its_setting(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr and ":pw@" not in out.stderr
 
 
-def test_readyz_is_503_with_retry_after_when_nats_is_down(pg_url: str, tmp_path: Path) -> None:
+def test_readyz_is_503_with_retry_after_naming_each_missing_service(pg_url: str, tmp_path: Path) -> None:
     port = free_port()
     api = Proc(["serve", "--port", str(port)], {"ATTENDWISE_DATABASE_URL": pg_url,
-                                               "ATTENDWISE_NATS_URL": f"nats://127.0.0.1:{free_port()}"},
+                                               "ATTENDWISE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
+                                               "ATTENDWISE_NEO4J_URI": f"bolt://127.0.0.1:{free_port()}",
+                                               "ATTENDWISE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}"},
                tmp_path / "api.log").start()
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
@@ -77,5 +79,7 @@ def test_readyz_is_503_with_retry_after_when_nats_is_down(pg_url: str, tmp_path:
         checks = r.json()["checks"]
         assert checks["event_store"] == "ok" and checks["read_models"] == "ok"
         assert "ATTENDWISE_NATS_URL" in checks["nats"]
+        assert "Neo4j" in checks["neo4j"] and "ATTENDWISE_NEO4J_URI" in checks["neo4j"]
+        assert "S3" in checks["s3"] and "ATTENDWISE_S3_ENDPOINT" in checks["s3"]
     finally:
         api.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import gql
+from tests.e2e.conftest import Stack, gql
 from tests.processes import eventually
 
 USER_QUERY = "query($id: ID!) { user(id: $id) { id displayName timeZone registeredAt } }"
@@ -39,11 +39,12 @@ def test_bad_input_is_a_problem_document(base_url: str) -> None:
     assert not_json.status_code == 422 and not_json.json()["code"] == "INVALID_INPUT"
 
 
-def test_health_readiness_and_openapi(base_url: str) -> None:
+def test_health_readiness_and_openapi(base_url: Stack) -> None:
     assert httpx.get(base_url + "/healthz").json() == {"status": "ok"}
     ready = httpx.get(base_url + "/readyz")
     assert ready.status_code == 200, ready.text
-    assert set(ready.json()["checks"]) >= {"event_store", "read_models"}
+    expected = {"event_store", "read_models"} | ({"nats", "neo4j", "s3"} if base_url.mode == "full" else set())
+    assert set(ready.json()["checks"]) == expected and set(ready.json()["checks"].values()) == {"ok"}
     spec = httpx.get(base_url + "/openapi.json").json()
     assert "/users" in spec["paths"]
 

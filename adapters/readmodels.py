@@ -235,6 +235,25 @@ class _SqlStore:
             (name, position),
         )
 
+    def _swap(self, cur: Any, name: str, tables: Sequence[Table],
+              catch_up: Callable[[ReadModelTx, int, int], None], live: int, scratch: int) -> int:
+        """The body of `swap`, inside the caller's transaction and lock."""
+        tx = _SqlTx(self, cur, name, True, scratch)
+        if tx.position < live:
+            catch_up(tx, tx.position, live)
+        tx.flush()
+        for t in tables:
+            cur.execute(f"DROP TABLE IF EXISTS {t.physical()}")
+            cur.execute(f"ALTER TABLE {t.physical(True)} RENAME TO {t.physical()}")
+            self._rename_indexes(cur, t)
+        final = max(live, tx._new_position or tx.position)
+        self.write_position(cur, name, final)
+        cur.execute(f"DELETE FROM {POSITIONS} WHERE name = {self.param}", (name + SCRATCH,))
+        return final
+
+    def _rename_indexes(self, cur: Any, t: Table) -> None:
+        raise NotImplementedError
+
     def _rows_sql(self, t: Table, where: dict[str, Any] | None, order_by: str | None,
                   limit: int | None, conditions: Sequence[Condition] = ()) -> tuple[str, list[Any]]:
         sql, params = f"SELECT * FROM {t.physical()}", []
@@ -346,25 +365,18 @@ class SQLiteReadModelStore(_SqlStore):
         c.execute("BEGIN IMMEDIATE")  # excludes the live projector's writes
         try:
             cur = c.cursor()
-            live = self._read_position(cur, name)
-            tx = _SqlTx(self, cur, name, True, self._read_position(cur, name + SCRATCH))
-            if tx.position < live:
-                catch_up(tx, tx.position, live)
-            tx.flush()
-            for t in tables:
-                cur.execute(f"DROP TABLE IF EXISTS {t.physical()}")
-                cur.execute(f"ALTER TABLE {t.physical(True)} RENAME TO {t.physical()}")
-                for ix in t.indexes:  # index names follow the table's
-                    cur.execute(f"DROP INDEX IF EXISTS {t.physical(True)}_{ix}_ix")
-                    cur.execute(f"CREATE INDEX IF NOT EXISTS {t.physical()}_{ix}_ix ON {t.physical()} ({ix})")
-            final = max(live, tx._new_position or tx.position)
-            self.write_position(cur, name, final)
-            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (name + SCRATCH,))
+            final = self._swap(cur, name, tables, catch_up, self._read_position(cur, name),
+                               self._read_position(cur, name + SCRATCH))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
         return final
+
+    def _rename_indexes(self, cur: Any, t: Table) -> None:
+        for ix in t.indexes:  # SQLite keeps an index's name: make the live one anew
+            cur.execute(f"DROP INDEX IF EXISTS {t.physical(True)}_{ix}_ix")
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {t.physical()}_{ix}_ix ON {t.physical()} ({ix})")
 
     def ping(self) -> None:
         self._conn().execute("SELECT 1")
@@ -502,20 +514,12 @@ class PostgresReadModelStore(_SqlStore):
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int:
         with self._tx() as cur:
             live = self._lock_position(cur, name)  # waits for, then excludes, the live projector
-            tx = _SqlTx(self, cur, name, True, self._lock_position(cur, name + SCRATCH))
-            if tx.position < live:
-                catch_up(tx, tx.position, live)
-            tx.flush()
-            for t in tables:
-                cur.execute(f"DROP TABLE IF EXISTS {t.physical()}")
-                cur.execute(f"ALTER TABLE {t.physical(True)} RENAME TO {t.physical()}")
-                for ix in t.indexes:
-                    cur.execute(f"ALTER INDEX IF EXISTS {t.physical(True)}_{ix}_ix RENAME TO {t.physical()}_{ix}_ix")
-                cur.execute(f"ALTER INDEX IF EXISTS {t.physical(True)}_pkey RENAME TO {t.physical()}_pkey")
-            final = max(live, tx._new_position or tx.position)
-            self.write_position(cur, name, final)
-            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (name + SCRATCH,))
-        return final
+            return self._swap(cur, name, tables, catch_up, live, self._lock_position(cur, name + SCRATCH))
+
+    def _rename_indexes(self, cur: Any, t: Table) -> None:
+        for ix in t.indexes:
+            cur.execute(f"ALTER INDEX IF EXISTS {t.physical(True)}_{ix}_ix RENAME TO {t.physical()}_{ix}_ix")
+        cur.execute(f"ALTER INDEX IF EXISTS {t.physical(True)}_pkey RENAME TO {t.physical()}_pkey")
 
     def ping(self) -> None:
         with self._tx() as cur:

@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
+from adapters.credentials import PostgresCredentialStore, SQLiteCredentialStore
 from adapters.eventstore import ApplicationEventLog, open_event_store
 from adapters.readmodels import PostgresReadModelStore, ReadModelStore, SQLiteReadModelStore
+from adapters.tokens import Keyring, TokenService
 from api.settings import Settings
 from commands.application import AttendWise
 from projections.catalogue import all_projections
@@ -33,6 +35,9 @@ class Container:
 
 def build(settings: Settings) -> Container:
     app = open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit)
+    app.credentials = (PostgresCredentialStore(settings.database_url) if settings.database_url
+                       else SQLiteCredentialStore(settings.credentials_path))
+    app.tokens = TokenService(Keyring(settings.signing_keys))
     store: ReadModelStore = (
         PostgresReadModelStore(settings.database_url) if settings.database_url
         else SQLiteReadModelStore(settings.readmodels_path)

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapters.errors import ServiceUnavailable
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
+from api.auth_routes import router as auth_router
 from api.deps import Deps
 from api.graphql import graphql_app
 from api.jobs import extend_horizons
@@ -36,6 +37,7 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email: str = Field(max_length=254, examples=["ada@example.org"])
     display_name: str = Field(max_length=200, examples=["Ada Lovelace"])
+    password: str = Field(min_length=10, max_length=256, examples=["correct horse battery"])
     time_zone: str = Field("UTC", max_length=64, examples=["Europe/London"])
 
 
@@ -103,7 +105,10 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:
-        return problem(e.status, e.code, e.message, **({"errors": [e.details]} if e.details else {}))
+        response = problem(e.status, e.code, e.message, **({"errors": [e.details]} if e.details else {}))
+        if e.status == 401:
+            response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{e.code}"'
+        return response
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_: Request, e: ServiceUnavailable) -> JSONResponse:
@@ -128,7 +133,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
               responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}})
     def register_user(body: UserCreate, c: Deps) -> UserCreated:
         ctx = CommandContext(actor="anonymous")
-        user_id = c.app.register_user(RegisterUser(body.email, body.display_name, body.time_zone), ctx)
+        user_id = c.app.register_user(RegisterUser(body.email, body.display_name, body.time_zone, body.password), ctx)
         log.info("user_registered", user_id=str(user_id), command_id=str(ctx.command_id))
         return UserCreated(id=user_id, command_id=ctx.command_id)
 
@@ -165,6 +170,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
         return problem(503, "NOT_READY", "a dependency is unavailable", checks=checks)
 
     app.include_router(scheduling_router)
+    app.include_router(auth_router)
     gql = graphql_app(container)
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)

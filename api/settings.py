@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     neo4j_uri: str | None = Field(None, description="Neo4j Bolt URI for the feed graph; unset: embedded graph")
     s3_endpoint: str | None = Field(None, description="S3 API endpoint for media; unset: local files")
     redis_url: str | None = Field(None, description="Redis URL for shared rate limits; unset: in memory")
+    keys_dir: Path | None = Field(None, description="Token signing keys (Ed25519 PEM files + `active`); default "
+                                  "<data_dir>/keys. API processes that share users must share this folder")
     host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
     port: int = Field(8000, ge=1, le=65535)
     group_commit: bool = Field(True, description="Coalesce concurrent commands into one PostgreSQL transaction")
@@ -34,6 +36,14 @@ class Settings(BaseSettings):
     @property
     def events_path(self) -> Path:
         return self.data_dir / "events.sqlite3"
+
+    @property
+    def signing_keys(self) -> Path:
+        return self.keys_dir or self.data_dir / "keys"
+
+    @property
+    def credentials_path(self) -> Path:
+        return self.data_dir / "credentials.sqlite3"
 
     @property
     def readmodels_path(self) -> Path:

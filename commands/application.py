@@ -13,6 +13,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError
 
+from commands.identity import IdentityHandlers
 from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
 from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
@@ -21,12 +22,15 @@ from domain.users import EmailAddress, User
 APPLICATION_NAME = "AttendWise"
 
 
-class AttendWise(SchedulingHandlers, Application[uuid.UUID]):
+class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
     name = APPLICATION_NAME
 
-    def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None) -> None:
-        # The composition root may wrap the recorder (e.g. group commit).
+    def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None,
+                 credentials: Any = None, tokens: Any = None) -> None:
+        # The composition root may wrap the recorder (e.g. group commit) and
+        # gives the stores that live beside the log.
         self._recorder_decorator = recorder_decorator
+        self.credentials, self.tokens = credentials, tokens
         super().__init__(env=env)
 
     def construct_recorder(self) -> Any:
@@ -37,10 +41,14 @@ class AttendWise(SchedulingHandlers, Application[uuid.UUID]):
     def register_user(self, cmd: RegisterUser, ctx: CommandContext) -> uuid.UUID:
         user = User.register(cmd.email, cmd.display_name, cmd.time_zone)
         claim = EmailAddress(email=user.email, user_id=user.id)
+        if cmd.password is not None:  # stored first (outside the log), removed if the events are refused
+            self.set_password(user.id, cmd.password)
         try:
             self.save_stamped(ctx, user, claim)
-        except ConcurrencyConflict as e:
-            if self._exists(EmailAddress.create_id(user.email)):
+        except BaseException as e:
+            if cmd.password is not None:
+                self.credentials.delete(str(user.id))
+            if isinstance(e, ConcurrencyConflict) and self._exists(EmailAddress.create_id(user.email)):
                 raise EmailAlreadyRegistered("this email is already registered", field="email") from e
             raise
         return user.id

@@ -21,6 +21,7 @@ class RegisterUser:
     email: str
     display_name: str
     time_zone: str = "UTC"
+    password: str | None = field(default=None, repr=False)  # never logged
 
 
 @dataclass(frozen=True)

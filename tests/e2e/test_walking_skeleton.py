@@ -9,31 +9,33 @@ import httpx
 from tests.e2e.conftest import Stack, gql
 from tests.processes import eventually
 
+PASSWORD = "correct horse battery"
 USER_QUERY = "query($id: ID!) { user(id: $id) { id displayName timeZone registeredAt } }"
 
 
 def test_register_then_read_through_graphql(base_url: str) -> None:
     r = httpx.post(base_url + "/users", json={"email": "ada@example.org", "display_name": "Ada Lovelace",
-                                              "time_zone": "Europe/London"}, timeout=10)
+                                              "time_zone": "Europe/London", "password": PASSWORD}, timeout=10)
     assert r.status_code == 201, r.text
     uid = r.json()["id"]
     user = eventually(lambda: gql(base_url, USER_QUERY, id=uid)["data"]["user"], timeout=20)
     assert user["id"] == uid and user["displayName"] == "Ada Lovelace" and user["timeZone"] == "Europe/London"
 
-    again = httpx.post(base_url + "/users", json={"email": "ADA@example.org", "display_name": "Ada"}, timeout=10)
+    again = httpx.post(base_url + "/users", json={"email": "ADA@example.org", "display_name": "Ada", "password": PASSWORD}, timeout=10)
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
     assert again.json()["code"] == "EMAIL_TAKEN"
 
 
 def test_bad_input_is_a_problem_document(base_url: str) -> None:
-    r = httpx.post(base_url + "/users", json={"email": "ada@example.org", "display_name": "A", "admin": True})
+    r = httpx.post(base_url + "/users", json={"email": "ada@example.org", "display_name": "A", "admin": True,
+                                                       "password": PASSWORD})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     body = r.json()
     assert body["code"] == "INVALID_INPUT" and body["status"] == 422 and body["type"].startswith("https://")
     assert {"field": "admin", "message": "Extra inputs are not permitted"} in body["errors"]
     bad_zone = httpx.post(base_url + "/users", json={"email": "b@example.org", "display_name": "B",
-                                                     "time_zone": "Mars/Base"})
+                                                     "time_zone": "Mars/Base", "password": PASSWORD})
     assert bad_zone.status_code == 422 and bad_zone.json()["errors"] == [{"field": "time_zone"}]
     not_json = httpx.post(base_url + "/users", content=b"{", headers={"content-type": "application/json"})
     assert not_json.status_code == 422 and not_json.json()["code"] == "INVALID_INPUT"

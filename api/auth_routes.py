@@ -1,0 +1,67 @@
+"""Tokens: `POST /auth/token` (password and refresh grants), the JWKS, `/me`."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Form
+from pydantic import BaseModel
+
+from api.deps import CurrentUser, Deps
+from commands.identity import TokenPair
+from commands.messages import CommandContext
+from domain.errors import InvalidInput
+
+router = APIRouter(tags=["identity"])
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+    user_id: uuid.UUID
+
+
+class Me(BaseModel):
+    id: uuid.UUID
+    email: str
+    display_name: str
+    time_zone: str
+
+
+def _out(p: TokenPair) -> TokenOut:
+    return TokenOut(access_token=p.access_token, expires_in=p.expires_in, refresh_token=p.refresh_token,
+                    user_id=p.user_id)
+
+
+@router.post("/auth/token", response_model=TokenOut)
+def token(c: Deps, grant_type: Annotated[Literal["password", "refresh_token"], Form()],
+          username: Annotated[str | None, Form(max_length=254)] = None,
+          password: Annotated[str | None, Form(max_length=256)] = None,
+          refresh_token: Annotated[str | None, Form(max_length=4096)] = None) -> TokenOut:
+    """OAuth 2 style: `grant_type=password` with `username` (the email) and
+    `password`, or `grant_type=refresh_token` with `refresh_token`. Each
+    refresh returns a new refresh token; the old one is dead, and presenting
+    it again revokes every token of that login."""
+    ctx = CommandContext(actor="anonymous")
+    if grant_type == "password":
+        if not username or not password:
+            raise InvalidInput("the password grant needs username and password", field="username")
+        return _out(c.app.login(username, password, ctx))
+    if not refresh_token:
+        raise InvalidInput("the refresh_token grant needs refresh_token", field="refresh_token")
+    return _out(c.app.refresh(refresh_token, ctx))
+
+
+@router.get("/.well-known/jwks.json")
+def jwks(c: Deps) -> dict:
+    """Public keys that verify AttendWise tokens (scanners verify tickets offline with them)."""
+    return c.app.tokens.keyring.jwks()
+
+
+@router.get("/me", response_model=Me)
+def me(user_id: CurrentUser, c: Deps) -> Me:
+    user = c.app.get_user(user_id)
+    return Me(id=user.id, email=user.email, display_name=user.display_name, time_zone=user.time_zone)

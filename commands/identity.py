@@ -1,0 +1,99 @@
+"""Identity handlers: passwords, login and refresh-token rotation.
+
+Password hashes go to the `CredentialStore` (never into events); tokens come
+from the `TokenService`. Both are given by the composition root."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError
+
+from commands.messages import CommandContext
+from domain.errors import ConcurrencyConflict
+from domain.identity import InvalidCredentials, RefreshTokenReused, TokenFamily, TokenInvalid, check_password
+from domain.users import EmailAddress
+
+ROLES = ("member",)
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds, of the access token
+    user_id: uuid.UUID
+
+
+class IdentityHandlers:
+    """Mixed into the `AttendWise` application."""
+
+    repository: Any
+    save_stamped: Any
+    credentials: Any  # CredentialStore
+    tokens: Any  # TokenService
+
+    def set_password(self, user_id: uuid.UUID, password: str) -> None:
+        from adapters.credentials import hash_password
+
+        self.credentials.set(str(user_id), hash_password(check_password(password)))
+
+    def authenticate(self, email: str, password: str) -> uuid.UUID:
+        """The user with this email and password, or `InvalidCredentials`
+        (the same answer, and the same work, for an unknown email)."""
+        from adapters.credentials import verify_password
+
+        user_id = None
+        try:
+            user_id = self.repository.get(EmailAddress.create_id(email)).user_id
+        except AggregateNotFoundError:
+            pass
+        stored = self.credentials.get(str(user_id)) if user_id else None
+        if not verify_password(stored, password) or user_id is None:
+            raise InvalidCredentials("email or password is wrong")
+        return user_id
+
+    def login(self, email: str, password: str, ctx: CommandContext) -> TokenPair:
+        user_id = self.authenticate(email, password)
+        family = TokenFamily(user_id=str(user_id), jti=uuid.uuid4().hex)
+        self.save_stamped(CommandContext(actor=f"user:{user_id}", command_id=ctx.command_id), family)
+        return self._pair(user_id, family)
+
+    def refresh(self, refresh_token: str, ctx: CommandContext) -> TokenPair:
+        from adapters.tokens import TokenService  # noqa: F401 - the type of self.tokens
+
+        claims = self.tokens.verify(refresh_token, "refresh")
+        try:
+            family: TokenFamily = self.repository.get(uuid.UUID(claims.family or ""))
+        except (AggregateNotFoundError, ValueError) as e:
+            raise TokenInvalid("this refresh token belongs to no login") from e
+        actor = CommandContext(actor=f"user:{claims.subject}", command_id=ctx.command_id)
+        try:
+            family.rotate(claims.jti, uuid.uuid4().hex)
+        except RefreshTokenReused:
+            self.save_stamped(actor, family)  # the revocation is recorded before the refusal
+            raise
+        try:
+            self.save_stamped(actor, family)
+        except ConcurrencyConflict as e:  # two refreshes with one token: the second is a reuse
+            family = self.repository.get(family.id)
+            family.revoke("one refresh token was presented twice at once")
+            self.save_stamped(actor, family)
+            raise RefreshTokenReused("this refresh token was already used; every token of this login is revoked") from e
+        return self._pair(uuid.UUID(family.user_id), family)
+
+    def _pair(self, user_id: uuid.UUID, family: TokenFamily) -> TokenPair:
+        from adapters.tokens import ACCESS_TTL, REFRESH_TTL
+
+        access, _ = self.tokens.issue(str(user_id), "access", ACCESS_TTL, roles=ROLES)
+        refresh, _ = self.tokens.issue(str(user_id), "refresh", REFRESH_TTL, family=str(family.id),
+                                       jti=family.current_jti)
+        return TokenPair(access, refresh, int(ACCESS_TTL.total_seconds()), user_id)
+
+    def current_user(self, access_token: str) -> uuid.UUID:
+        claims = self.tokens.verify(access_token, "access")
+        return uuid.UUID(claims.subject)
+
+

@@ -1,0 +1,85 @@
+"""Accounts and tokens over HTTP: register, log in, refresh with rotation,
+reuse detection, and refusals, on both stacks."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.e2e.conftest import Stack, gql
+
+PASSWORD = "correct horse battery"
+
+
+def register(base: str, email: str = "grace@example.org") -> str:
+    r = httpx.post(base + "/users", json={"email": email, "display_name": "Grace", "password": PASSWORD}, timeout=10)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def login(base: str, email: str = "grace@example.org", password: str = PASSWORD) -> httpx.Response:
+    return httpx.post(base + "/auth/token", data={"grant_type": "password", "username": email, "password": password},
+                      timeout=10)
+
+
+def test_login_me_refresh_rotation_and_reuse_revocation(base_url: Stack) -> None:
+    uid = register(base_url)
+    r = login(base_url, email="GRACE@example.org")
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["token_type"] == "Bearer" and first["expires_in"] == 900 and first["user_id"] == uid
+
+    me = httpx.get(base_url + "/me", headers={"Authorization": f"Bearer {first['access_token']}"})
+    assert me.status_code == 200 and me.json()["email"] == "grace@example.org"
+
+    second = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token",
+                                                        "refresh_token": first["refresh_token"]}).json()
+    assert second["refresh_token"] != first["refresh_token"]
+    third = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token",
+                                                       "refresh_token": second["refresh_token"]})
+    assert third.status_code == 200
+
+    # the first refresh token again: a thief's replay. The whole login dies.
+    replay = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token",
+                                                        "refresh_token": first["refresh_token"]})
+    assert replay.status_code == 401 and replay.json()["code"] == "REFRESH_TOKEN_REUSED"
+    latest = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token",
+                                                        "refresh_token": third.json()["refresh_token"]})
+    assert latest.status_code == 401 and latest.json()["code"] == "TOKEN_REVOKED"
+    assert login(base_url).status_code == 200  # signing in again works
+
+
+def test_wrong_passwords_and_unknown_emails_get_the_same_answer(base_url: Stack) -> None:
+    register(base_url, "alan@example.org")
+    wrong = login(base_url, "alan@example.org", "not the password!")
+    unknown = login(base_url, "nobody@example.org", PASSWORD)
+    for r in (wrong, unknown):
+        assert r.status_code == 401 and r.json()["code"] == "INVALID_CREDENTIALS"
+        assert r.headers["content-type"] == "application/problem+json"
+    assert wrong.json() == unknown.json()
+
+
+def test_missing_or_bad_bearer_tokens_are_401_with_www_authenticate(base_url: Stack) -> None:
+    for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic Z3Vlc3Q6Z3Vlc3Q="}):
+        r = httpx.get(base_url + "/me", headers=headers)
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["code"] == "TOKEN_INVALID"
+    uid = register(base_url, "ken@example.org")
+    refresh_as_access = login(base_url, "ken@example.org").json()["refresh_token"]
+    r = httpx.get(base_url + "/me", headers={"Authorization": f"Bearer {refresh_as_access}"})
+    assert r.status_code == 401 and uid
+
+
+def test_weak_passwords_are_refused_and_nothing_is_recorded(base_url: Stack) -> None:
+    r = httpx.post(base_url + "/users", json={"email": "weak@example.org", "display_name": "W",
+                                              "password": "aaaaaaaaaaaa"})
+    assert r.status_code == 422 and r.json()["errors"] == [{"field": "password"}]
+    assert login(base_url, "weak@example.org", "aaaaaaaaaaaa").status_code == 401
+    ok = httpx.post(base_url + "/users", json={"email": "weak@example.org", "display_name": "W", "password": PASSWORD})
+    assert ok.status_code == 201  # the refused attempt left nothing behind, not even the email
+
+
+def test_jwks_publishes_the_signing_key(base_url: Stack) -> None:
+    keys = httpx.get(base_url + "/.well-known/jwks.json").json()["keys"]
+    assert keys and all(k["kty"] == "OKP" and k["crv"] == "Ed25519" and k["alg"] == "EdDSA" for k in keys)
+    assert all("d" not in k for k in keys)  # never the private part
+    assert gql(base_url, "{ __typename }")["data"]["__typename"] == "Query"

@@ -78,9 +78,8 @@ class PostgresCredentialStore:
             self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=10,
                                        kwargs={"autocommit": True, "connect_timeout": 5})
             self.pool.wait(timeout=10)
-            self._run("SELECT pg_advisory_lock(4243); "
-                      "CREATE TABLE IF NOT EXISTS credentials (user_id text PRIMARY KEY, hash text NOT NULL); "
-                      "SELECT pg_advisory_unlock(4243)")
+            self._run("SELECT pg_advisory_xact_lock(4243); "  # one implicit transaction
+                      "CREATE TABLE IF NOT EXISTS credentials (user_id text PRIMARY KEY, hash text NOT NULL)")
         except Exception as e:  # noqa: BLE001 - translated
             raise ServiceUnavailable("PostgreSQL", setting, self._where, e) from e
 

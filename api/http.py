@@ -4,6 +4,7 @@ and speaks RFC 9457 problem+json for every error."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 import uuid
 from contextlib import asynccontextmanager
@@ -12,11 +13,12 @@ from typing import Any, AsyncIterator
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import ServiceUnavailable
+from adapters.idempotency import fingerprint
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
 from api.auth_routes import router as auth_router
@@ -54,10 +56,13 @@ class Problem(BaseModel):
     code: str
 
 
-def problem(status: int, code: str, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+def problem(status: int, code: str, title: str, detail: str | None = None, retry_after: int | None = None,
+            **extra: Any) -> JSONResponse:
     body = {"type": PROBLEM_BASE + code.lower().replace("_", "-"), "title": title, "status": status,
             "detail": detail, "code": code, **extra}
-    headers = {"Retry-After": "5"} if status == 503 else None
+    if retry_after is None and status == 503:
+        retry_after = 5
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -102,6 +107,56 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
                   responses={422: {"model": Problem, "content": {PROBLEM: {}}}})
 
     app.state.container = container
+
+    @app.middleware("http")
+    async def idempotent_commands(request: Request, call_next: Any) -> Any:
+        """A command retried with the same Idempotency-Key gets the first
+        response back and runs no second time (keys are per caller)."""
+        key = request.headers.get("idempotency-key")
+        store = container.idempotency
+        if key is None or store is None or request.method not in ("POST", "PUT", "PATCH", "DELETE"):
+            return await call_next(request)
+        if not 1 <= len(key) <= 200 or not key.isprintable():
+            return problem(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 200 printable characters")
+        body = await request.body()
+        caller = hashlib.sha256(request.headers.get("authorization", "anonymous").encode()).hexdigest()[:32]
+        scoped = f"{caller}:{request.url.path}:{key}"
+        fp = fingerprint(request.method, request.url.path, caller, body)
+        stored = await asyncio.to_thread(store.reserve, scoped, fp)
+        if stored is not None:
+            if stored.fingerprint != fp:
+                return problem(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a different request")
+            if stored.status is None:
+                return problem(409, "IDEMPOTENCY_KEY_IN_USE", "the first request with this key is still running",
+                               retry_after=1)
+            return Response(stored.body, status_code=stored.status, media_type=stored.content_type,
+                            headers={"Idempotent-Replayed": "true"})
+        try:
+            response = await call_next(request)
+        except BaseException:
+            await asyncio.to_thread(store.release, scoped)
+            raise
+        if response.status_code >= 500:  # nothing was decided: let a retry run
+            await asyncio.to_thread(store.release, scoped)
+            return response
+        content = b"".join([chunk async for chunk in response.body_iterator])
+        await asyncio.to_thread(store.complete, scoped, response.status_code, content,
+                                response.headers.get("content-type", "application/json"))
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(content, status_code=response.status_code, headers=headers)
+
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next: Any) -> Any:
+        rid = request.headers.get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+            rid = uuid.uuid4().hex
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            response = await call_next(request)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+        response.headers["X-Request-ID"] = rid
+        return response
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:

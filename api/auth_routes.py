@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Annotated, Literal
 
@@ -9,11 +10,17 @@ from fastapi import APIRouter, Form
 from pydantic import BaseModel
 
 from api.deps import CurrentUser, Deps
+from api.limits import login_bucket
 from commands.identity import TokenPair
 from commands.messages import CommandContext
-from domain.errors import InvalidInput
+from domain.errors import DomainError, InvalidInput
 
 router = APIRouter(tags=["identity"])
+
+
+class TooManyAttempts(DomainError):
+    code = "RATE_LIMITED"
+    status = 429
 
 
 class TokenOut(BaseModel):
@@ -49,6 +56,11 @@ def token(c: Deps, grant_type: Annotated[Literal["password", "refresh_token"], F
     if grant_type == "password":
         if not username or not password:
             raise InvalidInput("the password grant needs username and password", field="username")
+        if c.limiter is not None:
+            wait = c.limiter.take(*login_bucket(username))
+            if wait > 0:
+                raise TooManyAttempts("too many sign-in attempts for this account; wait and retry",
+                                      retry_after=math.ceil(wait))
         return _out(c.app.login(username, password, ctx))
     if not refresh_token:
         raise InvalidInput("the refresh_token grant needs refresh_token", field="refresh_token")

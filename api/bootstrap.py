@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
 from adapters.credentials import PostgresCredentialStore, SQLiteCredentialStore
+from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
 from adapters.eventstore import ApplicationEventLog, open_event_store
 from adapters.readmodels import PostgresReadModelStore, ReadModelStore, SQLiteReadModelStore
@@ -28,6 +29,7 @@ class Container:
     readmodels: ReadModelStore
     projectors: dict[str, Projector] = field(default_factory=dict)
     idempotency: IdempotencyStore | None = None
+    limiter: RateLimiter | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
 
     def close(self) -> None:
@@ -45,6 +47,8 @@ def build(settings: Settings) -> Container:
         else SQLiteReadModelStore(settings.readmodels_path)
     )
     c = Container(settings, app, ApplicationEventLog(app), store)
+    if settings.rate_limits:
+        c.limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else InMemoryRateLimiter()
     c.idempotency = (PostgresIdempotencyStore(settings.database_url) if settings.database_url
                      else SQLiteIdempotencyStore(settings.data_dir / "idempotency.sqlite3"))
     c.projectors = {name: Projector(p, store) for name, p in all_projections().items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import threading
 import uuid
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
 from api.auth_routes import router as auth_router
 from api.deps import Deps
+from api.limits import buckets
 from api.graphql import graphql_app
 from api.jobs import extend_horizons
 from api.scheduling_routes import router as scheduling_router
@@ -146,6 +148,20 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
         return Response(content, status_code=response.status_code, headers=headers)
 
     @app.middleware("http")
+    async def rate_limits(request: Request, call_next: Any) -> Any:
+        limiter = container.limiter
+        if limiter is None:
+            return await call_next(request)
+        ip = request.client.host if request.client else "unknown"
+        for key, limit in buckets(request.method, request.url.path, ip, request.headers.get("authorization")):
+            wait = await asyncio.to_thread(limiter.take, key, limit)
+            if wait > 0:
+                log.info("rate_limited", bucket=key.split(":")[0], path=request.url.path)
+                return problem(429, "RATE_LIMITED", "too many requests", "slow down and retry later",
+                               retry_after=max(1, math.ceil(wait)))
+        return await call_next(request)
+
+    @app.middleware("http")
     async def request_ids(request: Request, call_next: Any) -> Any:
         rid = request.headers.get("x-request-id", "")
         if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
@@ -160,7 +176,9 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:
-        response = problem(e.status, e.code, e.message, **({"errors": [e.details]} if e.details else {}))
+        details = {k: v for k, v in e.details.items() if k != "retry_after"}
+        response = problem(e.status, e.code, e.message, retry_after=e.details.get("retry_after"),  # type: ignore[arg-type]
+                           **({"errors": [details]} if details else {}))
         if e.status == 401:
             response.headers["WWW-Authenticate"] = f'Bearer error="invalid_token", error_description="{e.code}"'
         return response

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
                                   "<data_dir>/keys. API processes that share users must share this folder")
     host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
     port: int = Field(8000, ge=1, le=65535)
+    rate_limits: bool = Field(True, description="Token-bucket limits per client IP, credential and login name "
+                              "(in memory, or in Redis when ATTENDWISE_REDIS_URL is set)")
     group_commit: bool = Field(True, description="Coalesce concurrent commands into one PostgreSQL transaction")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"

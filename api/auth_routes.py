@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form
 from pydantic import BaseModel
 
-from api.deps import CurrentUser, Deps
+from api.deps import Deps, Principal
 from api.limits import login_bucket
 from commands.identity import TokenPair
 from commands.messages import CommandContext
@@ -74,6 +74,6 @@ def jwks(c: Deps) -> dict:
 
 
 @router.get("/me", response_model=Me)
-def me(user_id: CurrentUser, c: Deps) -> Me:
-    user = c.app.get_user(user_id)
+def me(who: Principal, c: Deps) -> Me:
+    user = c.app.get_user(who.user_id)
     return Me(id=user.id, email=user.email, display_name=user.display_name, time_zone=user.time_zone)

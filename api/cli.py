@@ -44,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("horizon", help="extend open-ended series: generate their sessions up to 90 days ahead "
                                    "(run daily, e.g. from cron; `serve` does it hourly when embedded)")
 
+    p = sub.add_parser("admin", help="operator chores: grant a role to a user (by email)")
+    p.add_argument("action", choices=["grant-role"])
+    p.add_argument("email")
+    p.add_argument("role", help="platform_admin")
+
     p = sub.add_parser("projections", help="projection status: position and lag behind the log")
     p.add_argument("action", choices=["status"])
 
@@ -62,20 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
-                "projections": _projections, "horizon": _horizon}[args.command](settings, args)
+                "projections": _projections, "horizon": _horizon, "admin": _admin}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
         from adapters.errors import ServiceUnavailable
 
-        if isinstance(e, (ServiceUnavailable, UnknownProjection)):
+        from domain.errors import DomainError
+
+        if isinstance(e, (ServiceUnavailable, UnknownProjection, DomainError)):
             print(f"attendwise: {e}", file=sys.stderr)
             return 2
         raise
 
 
 class UnknownProjection(Exception):
-    pass
+    """A name on the command line that names nothing."""
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -187,6 +194,23 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
             position = rebuild(container.projectors[name].projection, container.readmodels, container.event_log,
                                fresh=args.fresh, progress=progress)
         print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
+    return 0
+
+
+def _admin(settings: Settings, args: argparse.Namespace) -> int:
+    from eventsourcing.application import AggregateNotFoundError
+
+    from api.bootstrap import build
+    from commands.messages import CommandContext
+    from domain.users import EmailAddress
+
+    container = build(settings)
+    try:
+        user_id = container.app.repository.get(EmailAddress.create_id(args.email)).user_id
+    except AggregateNotFoundError:
+        raise UnknownProjection(f"no user with email {args.email}") from None
+    container.app.grant_role(user_id, args.role, CommandContext.system("operator"))
+    print(f"{args.email}: {args.role} granted (effective at the next sign-in or token refresh)")
     return 0
 
 

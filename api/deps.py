@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.bootstrap import Container
+from commands.messages import CommandContext
 from domain.identity import TokenInvalid
 
 
@@ -21,10 +21,11 @@ Deps = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/token")
 
 
-def current_user(c: Deps, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> uuid.UUID:
+def principal(c: Deps, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> CommandContext:
+    """The signed-in caller (401 without a valid access token)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise TokenInvalid("sign in: send Authorization: Bearer <access token>")
-    return c.app.current_user(credentials.credentials)
+    return c.app.principal(credentials.credentials)
 
 
-CurrentUser = Annotated[uuid.UUID, Depends(current_user)]
+Principal = Annotated[CommandContext, Depends(principal)]

@@ -24,7 +24,7 @@ def extend_horizons(c: Container, now: dt.datetime | None = None) -> int:
         if row["continued_by"]:
             continue
         try:
-            added += c.app.extend_horizon(uuid.UUID(row["id"]), CommandContext(actor="scheduler"), now)
+            added += c.app.extend_horizon(uuid.UUID(row["id"]), CommandContext.system("scheduler"), now)
         except ConcurrencyConflict:
             log.info("horizon_extended_elsewhere", series_id=row["id"])
     log.info("horizons_extended", sessions_added=added)

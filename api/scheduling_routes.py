@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from api.deps import Deps
+from api.deps import Deps, Principal
 from api.ical import calendar
 from commands.messages import (CancelSession, ChangeSeriesRule, ChangeSession, ChangeThisAndFollowing,
-                               CommandContext, ScheduleSeries)
+                               ScheduleSeries)
 from commands.scheduling import ScheduleOutcome
 from domain.errors import InvalidInput
 
@@ -96,55 +96,51 @@ def _outcome(o: ScheduleOutcome) -> Outcome:
                    kept=o.kept, new_series_id=o.new_series_id)
 
 
-def _ctx() -> CommandContext:
-    return CommandContext(actor="anonymous")
-
-
 def _dump(m: BaseModel | None) -> dict[str, Any] | None:
     return None if m is None else m.model_dump()
 
 
 @router.post("/series", status_code=201, response_model=Outcome)
-def schedule_series(body: SeriesCreate, c: Deps) -> Outcome:
+def schedule_series(body: SeriesCreate, c: Deps, who: Principal) -> Outcome:
     cmd = ScheduleSeries(title=body.title, host_ids=[str(h) for h in body.host_ids], start=body.start,
                          time_zone=body.time_zone, duration_minutes=body.duration_minutes, rule=body.rule,
                          exdates=body.exdates, rdates=body.rdates,
                          community_id=str(body.community_id) if body.community_id else None,
                          location=_dump(body.location), capacity=body.capacity, visibility=body.visibility)
-    return _outcome(c.app.schedule_series(cmd, _ctx(), c.clock()))
+    return _outcome(c.app.schedule_series(cmd, who, c.clock()))
 
 
 @router.put("/series/{series_id}/rule", response_model=Outcome)
-def change_series_rule(series_id: uuid.UUID, body: RuleIn, c: Deps) -> Outcome:
+def change_series_rule(series_id: uuid.UUID, body: RuleIn, c: Deps, who: Principal) -> Outcome:
     cmd = ChangeSeriesRule(series_id, body.start, body.time_zone, body.duration_minutes, body.rule,
                            body.exdates, body.rdates)
-    return _outcome(c.app.change_series_rule(cmd, _ctx(), c.clock()))
+    return _outcome(c.app.change_series_rule(cmd, who, c.clock()))
 
 
 @router.patch("/sessions/{session_id}", status_code=204)
-def change_session(session_id: uuid.UUID, body: SessionChange, c: Deps) -> Response:
+def change_session(session_id: uuid.UUID, body: SessionChange, c: Deps, who: Principal) -> Response:
     sent = body.model_fields_set
     if not sent:
         raise InvalidInput("nothing to change: send start, location or capacity")
     cmd = ChangeSession(session_id, start=body.start, location=_dump(body.location), capacity=body.capacity,
                         clear_location="location" in sent and body.location is None,
                         clear_capacity="capacity" in sent and body.capacity is None)
-    c.app.change_session(cmd, _ctx(), c.clock())
+    c.app.change_session(cmd, who, c.clock())
     return Response(status_code=204)
 
 
 @router.post("/sessions/{session_id}/cancel", status_code=204)
-def cancel_session(session_id: uuid.UUID, body: Cancellation, c: Deps) -> Response:
-    c.app.cancel_session(CancelSession(session_id, body.reason), _ctx(), c.clock())
+def cancel_session(session_id: uuid.UUID, body: Cancellation, c: Deps, who: Principal) -> Response:
+    c.app.cancel_session(CancelSession(session_id, body.reason), who, c.clock())
     return Response(status_code=204)
 
 
 @router.post("/sessions/{session_id}/this-and-following", status_code=201, response_model=Outcome)
-def change_this_and_following(session_id: uuid.UUID, body: ThisAndFollowing, c: Deps) -> Outcome:
+def change_this_and_following(session_id: uuid.UUID, body: ThisAndFollowing, c: Deps, who: Principal) -> Outcome:
     cmd = ChangeThisAndFollowing(session_id, start_time=body.start_time, duration_minutes=body.duration_minutes,
                                  rule=body.rule, title=body.title, location=_dump(body.location),
                                  capacity=body.capacity)
-    return _outcome(c.app.change_this_and_following(cmd, _ctx(), c.clock()))
+    return _outcome(c.app.change_this_and_following(cmd, who, c.clock()))
 
 
 ICS = {200: {"content": {"text/calendar": {}}, "description": "an iCalendar feed"}}

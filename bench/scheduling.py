@@ -36,7 +36,7 @@ def run(url: str | None, folder: Path) -> list[tuple[str, str, str, str]]:
     cmd = ScheduleSeries("Daily stand-up", [str(uuid.uuid4())], dt.datetime(2026, 1, 2, 9), "Europe/Berlin", 15,
                          f"FREQ=DAILY;COUNT={N}")
     t = time.perf_counter()
-    out = app.schedule_series(cmd, CommandContext(actor="bench"), now)
+    out = app.schedule_series(cmd, CommandContext.system("bench"), now)
     create = time.perf_counter() - t
     assert len(out.added) == N
 
@@ -44,7 +44,7 @@ def run(url: str | None, folder: Path) -> list[tuple[str, str, str, str]]:
     t = time.perf_counter()
     split = app.change_this_and_following(
         ChangeThisAndFollowing(session_id(out.series_id, middle.original_start), start_time=dt.time(10)),
-        CommandContext(actor="bench"), now)
+        CommandContext.system("bench"), now)
     edit = time.perf_counter() - t
     assert len(split.cancelled) == N // 2 and len(split.added) == N // 2
 

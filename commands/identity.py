@@ -16,7 +16,6 @@ from domain.errors import ConcurrencyConflict
 from domain.identity import InvalidCredentials, RefreshTokenReused, TokenFamily, TokenInvalid, check_password
 from domain.users import EmailAddress
 
-ROLES = ("member",)
 
 
 @dataclass(frozen=True)
@@ -87,13 +86,24 @@ class IdentityHandlers:
     def _pair(self, user_id: uuid.UUID, family: TokenFamily) -> TokenPair:
         from adapters.tokens import ACCESS_TTL, REFRESH_TTL
 
-        access, _ = self.tokens.issue(str(user_id), "access", ACCESS_TTL, roles=ROLES)
+        roles = tuple(sorted(self.repository.get(user_id).roles))  # a new grant shows at the next refresh
+        access, _ = self.tokens.issue(str(user_id), "access", ACCESS_TTL, roles=roles)
         refresh, _ = self.tokens.issue(str(user_id), "refresh", REFRESH_TTL, family=str(family.id),
                                        jti=family.current_jti)
         return TokenPair(access, refresh, int(ACCESS_TTL.total_seconds()), user_id)
 
-    def current_user(self, access_token: str) -> uuid.UUID:
+    def principal(self, access_token: str, command_id: uuid.UUID | None = None) -> CommandContext:
+        """The signed-in caller as a command context (user id and roles)."""
         claims = self.tokens.verify(access_token, "access")
-        return uuid.UUID(claims.subject)
+        return CommandContext.for_user(claims.subject, frozenset(claims.roles), command_id)
+
+    def grant_role(self, user_id: uuid.UUID, role: str, ctx: CommandContext) -> None:
+        from domain.authorization import PLATFORM_ADMIN, SYSTEM, Forbidden
+
+        if not {PLATFORM_ADMIN, SYSTEM} & ctx.roles:
+            raise Forbidden("only a platform admin may grant roles")
+        user = self.get_user(user_id)
+        user.grant_role(role)
+        self.save_stamped(ctx, user)
 
 

@@ -14,6 +14,19 @@ class CommandContext:
 
     actor: str = "anonymous"
     command_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    user_id: uuid.UUID | None = None  # the signed-in user, if any
+    roles: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_user(cls, user_id: uuid.UUID | str, roles: frozenset[str] | set[str] = frozenset({"member"}),
+                 command_id: uuid.UUID | None = None) -> "CommandContext":
+        uid = uuid.UUID(str(user_id))
+        return cls(actor=f"user:{uid}", command_id=command_id or uuid.uuid4(), user_id=uid, roles=frozenset(roles))
+
+    @classmethod
+    def system(cls, name: str) -> "CommandContext":
+        """A job of the platform itself (the horizon scheduler, a benchmark)."""
+        return cls(actor=name, roles=frozenset({"system"}))
 
 
 @dataclass(frozen=True)

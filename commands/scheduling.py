@@ -12,6 +12,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from commands.messages import (CancelSession, ChangeSeriesRule, ChangeSession, ChangeThisAndFollowing,
                                CommandContext, ScheduleSeries)
+from domain.authorization import check_is_host
 from domain.errors import InvalidInput, NotFound
 from domain.recurrence import HORIZON, Recurrence, check_recurrence, rule_parts
 from domain.scheduling import Series, Session, session_id
@@ -36,6 +37,7 @@ class SchedulingHandlers:
     save_stamped: Any
 
     def schedule_series(self, cmd: ScheduleSeries, ctx: CommandContext, now: dt.datetime) -> ScheduleOutcome:
+        check_is_host(ctx.user_id, ctx.roles, [str(h) for h in cmd.host_ids])  # a host schedules for themselves
         rec = Recurrence(cmd.start, cmd.time_zone, dt.timedelta(minutes=cmd.duration_minutes), cmd.rule,
                          tuple(cmd.exdates), tuple(cmd.rdates))
         series = Series(**Series.plan(cmd.title, cmd.community_id, cmd.host_ids, rec, cmd.location,
@@ -87,6 +89,7 @@ class SchedulingHandlers:
 
     def change_session(self, cmd: ChangeSession, ctx: CommandContext, now: dt.datetime) -> None:
         session = self.get_session(cmd.session_id)
+        check_is_host(ctx.user_id, ctx.roles, session.host_ids)
         session.change(
             now, start_local=cmd.start,
             location=None if cmd.clear_location else (cmd.location if cmd.location is not None else "unchanged"),
@@ -95,11 +98,13 @@ class SchedulingHandlers:
 
     def cancel_session(self, cmd: CancelSession, ctx: CommandContext, now: dt.datetime) -> None:
         session = self.get_session(cmd.session_id)
+        check_is_host(ctx.user_id, ctx.roles, session.host_ids)
         session.cancel(cmd.reason, now)
         self.save_stamped(ctx, session)
 
     def change_series_rule(self, cmd: ChangeSeriesRule, ctx: CommandContext, now: dt.datetime) -> ScheduleOutcome:
         series = self.get_series(cmd.series_id)
+        check_is_host(ctx.user_id, ctx.roles, series.host_ids)
         before = {o.original_start: o for o in series.occurrences()}
         series.change_rule(Recurrence(cmd.start, cmd.time_zone, dt.timedelta(minutes=cmd.duration_minutes),
                                       cmd.rule, tuple(cmd.exdates), tuple(cmd.rdates)), now)
@@ -124,8 +129,9 @@ class SchedulingHandlers:
     def change_this_and_following(self, cmd: ChangeThisAndFollowing, ctx: CommandContext,
                                   now: dt.datetime) -> ScheduleOutcome:
         session = self.get_session(cmd.session_id)
-        session.check_changeable(now)
         old = self.get_series(uuid.UUID(session.series_id))
+        check_is_host(ctx.user_id, ctx.roles, old.host_ids)
+        session.check_changeable(now)
         old.check_open()
         at = session.original_start
         rule = cmd.rule if cmd.rule is not None else _remaining_rule(old, at)
@@ -156,6 +162,7 @@ class SchedulingHandlers:
         returns how many were added. Sessions that exist (cancelled ones too)
         are never generated again."""
         series = self.get_series(series_id)
+        check_is_host(ctx.user_id, ctx.roles, series.host_ids)
         if not series.recurrence.open_ended or series.continued_by:
             return 0
         until = now + HORIZON

@@ -74,6 +74,29 @@ class User(AttendWiseAggregate):
     def _display_name_changed(self, display_name: str) -> None:
         self.display_name = display_name
 
+    class RoleGranted(Aggregate.Event):
+        role: str
+
+    def grant_role(self, role: str) -> None:
+        from domain.authorization import GRANTABLE
+
+        if role not in GRANTABLE:
+            raise InvalidInput(f"role must be one of {', '.join(sorted(GRANTABLE))}", field="role")
+        if role not in self.roles:
+            self._role_granted(role=role)
+
+    @event(RoleGranted)
+    def _role_granted(self, role: str) -> None:
+        self.roles = self.roles | {role}
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return self.__dict__.get("_roles", frozenset({"member"}))
+
+    @roles.setter
+    def roles(self, value: frozenset[str]) -> None:
+        self.__dict__["_roles"] = frozenset(value)
+
     @classmethod
     def register(cls, email: str, display_name: str, time_zone: str = "UTC") -> "User":
         return cls(

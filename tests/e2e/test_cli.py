@@ -83,3 +83,28 @@ def test_readyz_is_503_with_retry_after_naming_each_missing_service(pg_url: str,
         assert "S3" in checks["s3"] and "ATTENDWISE_S3_ENDPOINT" in checks["s3"]
     finally:
         api.stop()
+
+
+def test_admin_grant_role_puts_the_role_in_the_next_token(tmp_path: Path) -> None:
+    from adapters.tokens import unverified
+
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path)}
+    port = free_port()
+    api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(base + "/healthz", proc=api)
+        body = {"email": "op@example.org", "display_name": "Op", "password": "correct horse battery"}
+        assert httpx.post(base + "/users", json=body).status_code == 201
+        form = {"grant_type": "password", "username": "op@example.org", "password": "correct horse battery"}
+        before = httpx.post(base + "/auth/token", data=form).json()
+        assert unverified(before["access_token"])["roles"] == ["member"]
+        out = attendwise("admin", "grant-role", "op@example.org", "platform_admin", env=env)
+        assert out.returncode == 0, out.stderr
+        refreshed = httpx.post(base + "/auth/token", data={"grant_type": "refresh_token",
+                                                           "refresh_token": before["refresh_token"]}).json()
+        assert unverified(refreshed["access_token"])["roles"] == ["member", "platform_admin"]
+        bad = attendwise("admin", "grant-role", "op@example.org", "emperor", env=env)
+        assert bad.returncode == 2 and "role must be one of" in bad.stderr
+    finally:
+        api.stop()

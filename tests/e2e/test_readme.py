@@ -39,8 +39,13 @@ def test_the_readme_example_works_on_the_embedded_default(tmp_path: Path) -> Non
         user = eventually(lambda: httpx.post(base + "/graphql", json=body).json()["data"]["user"])
         assert user["displayName"] == payload["display_name"] and user["timeZone"] == payload["time_zone"]
 
+        login = re.search(r"curl -s -XPOST localhost:8000/auth/token (.*)", README).group(1)
+        form = dict(re.findall(r"-d (\w+)='?([^' ]+(?: [^' -][^' ]*)*)'?", login))
+        tokens = httpx.post(base + "/auth/token", data=form)
+        assert tokens.status_code == 200, (form, tokens.text)
         series_json = re.search(r"curl -s -XPOST localhost:8000/series .*?-d '(.*?)'", README, re.S).group(1)
-        series = httpx.post(base + "/series", json=json.loads(series_json))
+        series = httpx.post(base + "/series", json=json.loads(series_json.replace("<id>", uid)),
+                            headers={"Authorization": f"Bearer {tokens.json()['access_token']}"})
         assert series.status_code == 201, series.text
         promised = re.search(r'# (\{"series_id".*)', README).group(1)
         assert f'"description": "{series.json()["description"]}"' in promised

@@ -11,8 +11,8 @@ from icalendar import Calendar
 from tests.e2e.conftest import Stack, gql
 from tests.processes import eventually
 
-HOST = str(uuid.uuid4())
 COMMUNITY = str(uuid.uuid4())
+PASSWORD = "correct horse battery"
 YEAR = 2037  # in the future (the API runs on the real clock); its calendar is 2026's: 6 January is a Tuesday
 
 SERIES_QUERY = """query($id: ID!, $after: String) { series(id: $id) { title description rule openEnded hostIds
@@ -20,12 +20,21 @@ SERIES_QUERY = """query($id: ID!, $after: String) { series(id: $id) { title desc
   pageInfo { hasNextPage endCursor } } } }"""
 
 
-def create(base: str, **overrides: object) -> httpx.Response:
-    body = {"title": "Tuesday run", "host_ids": [HOST], "community_id": COMMUNITY, "start": f"{YEAR}-01-06T18:00:00",
+def sign_up(base: str, email: str) -> tuple[str, dict[str, str]]:
+    """A new user's id and the Authorization header of their session."""
+    uid = httpx.post(base + "/users", json={"email": email, "display_name": email.split("@")[0],
+                                            "password": PASSWORD}, timeout=10).json()["id"]
+    token = httpx.post(base + "/auth/token", data={"grant_type": "password", "username": email,
+                                                   "password": PASSWORD}, timeout=10).json()["access_token"]
+    return uid, {"Authorization": f"Bearer {token}"}
+
+
+def create(base: str, host: tuple[str, dict[str, str]], **overrides: object) -> httpx.Response:
+    body = {"title": "Tuesday run", "host_ids": [host[0]], "community_id": COMMUNITY, "start": f"{YEAR}-01-06T18:00:00",
             "time_zone": "Europe/Berlin", "duration_minutes": 90, "rule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8",
             "location": {"name": "Park gate", "address": "Main St 1", "lat": 52.52, "lon": 13.40}, "capacity": 20}
     body.update(overrides)
-    return httpx.post(base + "/series", json=body, timeout=30)
+    return httpx.post(base + "/series", json=body, headers=host[1], timeout=30)
 
 
 def all_sessions(base: str, series_id: str) -> list[dict]:
@@ -42,7 +51,9 @@ def all_sessions(base: str, series_id: str) -> list[dict]:
 
 
 def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
-    r = create(base_url)
+    host = sign_up(base_url, "host@example.org")
+    HOST, auth = host
+    r = create(base_url, host)
     assert r.status_code == 201, r.text
     out = r.json()
     assert out["description"] == "Every Tuesday at 18:00, 8 times" and out["added"] == 8
@@ -56,9 +67,10 @@ def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
 
     # one occurrence: move it, then cancel another
     second, third = sessions[1]["id"], sessions[2]["id"]
-    assert httpx.patch(f"{base_url}/sessions/{second}", json={"start": f"{YEAR}-01-14T19:00:00", "capacity": 5}).status_code == 204
-    assert httpx.post(f"{base_url}/sessions/{third}/cancel", json={"reason": "Pitch closed"}).status_code == 204
-    again = httpx.post(f"{base_url}/sessions/{third}/cancel", json={})
+    move = {"start": f"{YEAR}-01-14T19:00:00", "capacity": 5}
+    assert httpx.patch(f"{base_url}/sessions/{second}", json=move, headers=auth).status_code == 204
+    assert httpx.post(f"{base_url}/sessions/{third}/cancel", json={"reason": "Pitch closed"}, headers=auth).status_code == 204
+    again = httpx.post(f"{base_url}/sessions/{third}/cancel", json={}, headers=auth)
     assert again.status_code == 409 and again.json()["code"] == "SESSION_CANCELLED"
 
     def edited() -> list[dict] | None:
@@ -69,7 +81,8 @@ def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
     assert s[1]["localStart"] == f"{YEAR}-01-14T19:00:00"
 
     # this and all following, from the fifth session
-    split = httpx.post(f"{base_url}/sessions/{sessions[4]['id']}/this-and-following", json={"start_time": "19:30"})
+    split = httpx.post(f"{base_url}/sessions/{sessions[4]['id']}/this-and-following", json={"start_time": "19:30"},
+                       headers=auth)
     assert split.status_code == 201, split.text
     body = split.json()
     assert body["description"] == "Every Tuesday at 19:30, 4 times" and len(body["cancelled"]) == 4
@@ -103,6 +116,7 @@ def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
 def test_bad_schedules_are_4xx_problems_and_append_nothing(base_url: Stack) -> None:
     from adapters.eventstore import ApplicationEventLog, open_event_store
 
+    host = sign_up(base_url, "bad@example.org")
     app = open_event_store(base_url.env.get("ATTENDWISE_DATABASE_URL"), base_url.data_dir / "events.sqlite3")
     log = ApplicationEventLog(app)
     before = log.head()
@@ -118,12 +132,29 @@ def test_bad_schedules_are_4xx_problems_and_append_nothing(base_url: Stack) -> N
         (dict(host_ids=[]), "host_ids"),
     ]
     for overrides, field in cases:
-        r = create(base_url, **overrides)
+        r = create(base_url, host, **overrides)
         assert 400 <= r.status_code < 500, (overrides, r.text)
         assert r.headers["content-type"] == "application/problem+json"
         problem = r.json()
         assert problem["code"] == "INVALID_INPUT" and field in str(problem["errors"]), (overrides, problem)
-    missing = httpx.post(f"{base_url}/sessions/{uuid.uuid4()}/cancel", json={})
+    missing = httpx.post(f"{base_url}/sessions/{uuid.uuid4()}/cancel", json={}, headers=host[1])
     assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
     assert log.head() == before
     app.close()
+
+
+def test_only_hosts_change_a_series_and_sign_in_is_required(base_url: Stack) -> None:
+    host, stranger = sign_up(base_url, "owner@example.org"), sign_up(base_url, "stranger@example.org")
+    out = create(base_url, host).json()
+    anonymous = httpx.post(base_url + "/series", json={"title": "x", "host_ids": [host[0]], "start": f"{YEAR}-01-06T18:00:00",
+                                                        "time_zone": "UTC", "duration_minutes": 30})
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "TOKEN_INVALID"
+    for_someone_else = create(base_url, stranger, host_ids=[host[0]])
+    assert for_someone_else.status_code == 403 and for_someone_else.json()["code"] == "FORBIDDEN"
+    session = eventually(lambda: all_sessions(base_url, out["series_id"]))[0]["id"]
+    denied = httpx.post(f"{base_url}/sessions/{session}/cancel", json={}, headers=stranger[1])
+    assert denied.status_code == 403 and denied.json()["code"] == "FORBIDDEN"
+    rule = {"start": f"{YEAR}-01-06T18:00:00", "time_zone": "Europe/Berlin", "duration_minutes": 60,
+            "rule": "FREQ=WEEKLY;BYDAY=WE;COUNT=2"}
+    assert httpx.put(f"{base_url}/series/{out['series_id']}/rule", json=rule, headers=stranger[1]).status_code == 403
+    assert httpx.post(f"{base_url}/sessions/{session}/cancel", json={}, headers=host[1]).status_code == 204

@@ -19,7 +19,7 @@ from domain.scheduling import Session, SessionCancelled, SessionInPast, SeriesEn
 
 NOW = dt.datetime(2026, 1, 1, 12, tzinfo=UTC)
 HOST = str(uuid.UUID(int=7))
-CTX = CommandContext(actor=f"user:{HOST}")
+CTX = CommandContext.for_user(HOST)
 
 
 def app() -> AttendWise:
@@ -202,3 +202,21 @@ def test_edits_never_duplicate_or_lose_a_session_and_cancelled_ones_stay_cancell
         s = a.get_session(sid)
         assert s.cancelled
         assert sum(1 for e in a.events.get(sid) if type(e).__name__ == "Scheduled") == 1
+
+
+def test_only_hosts_admins_and_the_platform_may_change_a_series() -> None:
+    from domain.authorization import Forbidden, NotSignedIn
+
+    a = app()
+    out = weekly(a)
+    stranger = CommandContext.for_user(uuid.UUID(int=99))
+    with pytest.raises(Forbidden):
+        a.cancel_session(CancelSession(out.added[0]), stranger, NOW)
+    with pytest.raises(NotSignedIn):
+        a.cancel_session(CancelSession(out.added[0]), CommandContext(), NOW)
+    with pytest.raises(Forbidden):  # nobody schedules in someone else's name
+        a.schedule_series(ScheduleSeries("X", [HOST], dt.datetime(2026, 1, 6, 18), "UTC", 60), stranger, NOW)
+    admin = CommandContext.for_user(uuid.UUID(int=98), {"member", "platform_admin"})
+    a.cancel_session(CancelSession(out.added[0], "admin"), admin, NOW)
+    assert a.get_session(out.added[0]).cancelled
+    assert a.extend_horizon(out.series_id, CommandContext.system("scheduler"), NOW) == 0

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from adapters.errors import ServiceUnavailable
 
 POSITIONS = "projection_positions"
-OPERATORS = ("=", "<", "<=", ">", ">=")
+OPERATORS = ("=", "<", "<=", ">", ">=", "in")
 Condition = tuple[str, str, Any]
 SCRATCH = "__next"
 TYPES = {"text", "int", "float", "bool", "json"}
@@ -180,6 +180,7 @@ class _SqlTx:
 class _SqlStore:
     param = "?"
     tables: dict[str, Table]
+    queries = 0  # reads served (`get` and `rows`): tests count them to catch N+1 patterns
 
     def tracking_name(self, name: str, scratch: bool) -> str:
         return name + SCRATCH if scratch else name
@@ -256,14 +257,23 @@ class _SqlStore:
 
     def _rows_sql(self, t: Table, where: dict[str, Any] | None, order_by: str | None,
                   limit: int | None, conditions: Sequence[Condition] = ()) -> tuple[str, list[Any]]:
+        self.queries += 1
         sql, params = f"SELECT * FROM {t.physical()}", []
         conds = [(c, "=", v) for c, v in (where or {}).items()] + list(conditions)
         if conds:
             for c, op, _ in conds:
                 assert c in t.column_names, f"unknown column {c}"
                 assert op in OPERATORS, f"unknown operator {op}"
-            sql += " WHERE " + " AND ".join(f"{c} {op} {self.param}" for c, op, _ in conds)
-            params = [self.encode(t, c, v) for c, _, v in conds]
+            parts: list[str] = []
+            for c, op, v in conds:
+                if op == "in":  # a batch (DataLoaders): one query for many keys
+                    values = list(v) or [None]
+                    parts.append(f"{c} IN ({', '.join([self.param] * len(values))})")
+                    params += [self.encode(t, c, x) for x in values]
+                else:
+                    parts.append(f"{c} {op} {self.param}")
+                    params.append(self.encode(t, c, v))
+            sql += " WHERE " + " AND ".join(parts)
         if order_by:
             col, _, direction = order_by.partition(" ")
             assert col in t.column_names and direction.upper() in ("", "ASC", "DESC")
@@ -330,6 +340,7 @@ class SQLiteReadModelStore(_SqlStore):
         return self._read_position(self._conn().cursor(), name)
 
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        self.queries += 1
         t = self.tables[table]
         r = self._conn().execute(f"SELECT * FROM {t.physical()} WHERE {t.key} = ?", (key,)).fetchone()
         return None if r is None else self.decode_row(t, r)
@@ -483,6 +494,7 @@ class PostgresReadModelStore(_SqlStore):
             return int(r["position"]) if r else 0
 
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        self.queries += 1
         t = self.tables[table]
         with self._tx() as cur:
             cur.execute(f"SELECT * FROM {t.physical()} WHERE {t.key} = %s", (key,))

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 import datetime as dt
 import uuid
 from pathlib import Path
 from typing import Any
 
+from aiodataloader import DataLoader
 from ariadne import ObjectType, QueryType, make_executable_schema
+from ariadne.validation import cost_validator
+from graphql import ValidationRule
 from ariadne.asgi import GraphQL
 from graphql import GraphQLError
 
 from adapters.errors import ServiceUnavailable
 from api.bootstrap import Container
-from domain.errors import DomainError, InvalidInput
+from domain.authorization import check_sees_user, check_signed_in
+from domain.errors import DomainError, InvalidInput, NotFound
 
 SCHEMA = (Path(__file__).parent / "schema.graphql").read_text()
 
@@ -22,11 +28,27 @@ SCHEMA = (Path(__file__).parent / "schema.graphql").read_text()
 def _user(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
-    return {"id": row["id"], "displayName": row["display_name"], "timeZone": row["time_zone"],
+    return {"id": row["id"], "email": row["email"], "displayName": row["display_name"], "timeZone": row["time_zone"],
             "registeredAt": row["registered_at"]}
 
 
+class DepthLimit(ValidationRule):
+    """Refuses queries nested deeper than MAX_DEPTH before running them."""
+
+    def enter_operation_definition(self, node: Any, *_: Any) -> None:
+        def depth(sel: Any, level: int) -> int:
+            if sel is None or level > MAX_DEPTH + 1:
+                return level
+            return max([depth(getattr(s, "selection_set", None), level + 1) for s in sel.selections] or [level])
+
+        if depth(node.selection_set, 0) > MAX_DEPTH:
+            self.report_error(GraphQLError(f"the query is nested deeper than {MAX_DEPTH} levels", node,
+                                           extensions={"code": "QUERY_TOO_DEEP"}))
+
+
 MAX_PAGE = 100
+MAX_DEPTH = 8
+MAX_COST = 5000
 
 
 def _session(row: dict[str, Any]) -> dict[str, Any]:
@@ -88,6 +110,8 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     original = error.original_error
     if isinstance(original, DomainError):
         code = original.code
+    elif (error.extensions or {}).get("code"):
+        code = error.extensions["code"]
     elif isinstance(original, ServiceUnavailable):
         code, formatted["message"] = "SERVICE_UNAVAILABLE", str(original)
     elif original is not None:
@@ -106,8 +130,60 @@ def _is_uuid(value: str) -> bool:
         return False
 
 
-def graphql_app(container: Container) -> GraphQL:
+class _ExpectedErrors(logging.Filter):
+    """Refusals with a code (a domain error) are answers, not faults: only
+    unexpected errors reach the log, with their stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        original = getattr(exc, "original_error", None)
+        return not isinstance(original, DomainError) and not (exc is not None and original is None)
+
+
+GRAPHQL_LOGGER = logging.getLogger("attendwise.graphql")
+GRAPHQL_LOGGER.addFilter(_ExpectedErrors())
+
+
+def _principal(info: Any, container: Container) -> Any:
+    """The signed-in caller of this request, or None (checked once per request)."""
+    ctx = info.context
+    if "principal" not in ctx:
+        auth = ctx["request"].headers.get("authorization", "")
+        ctx["principal"] = None
+        if auth.lower().startswith("bearer "):
+            ctx["principal"] = container.app.principal(auth[7:].strip())
+    return ctx["principal"]
+
+
+def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
     query = QueryType()
+    user_type = ObjectType("User")
+    session_type = ObjectType("Session")
+
+    @query.field("me")
+    def resolve_me(_: Any, info: Any) -> dict[str, Any]:
+        who = _principal(info, container)
+        check_signed_in(who.user_id if who else None, who.roles if who else ())
+        row = container.readmodels.get("users", str(who.user_id))
+        if row is None:
+            raise NotFound("your account is not in the read model yet; retry in a moment")
+        return _user(row)  # type: ignore[return-value]
+
+    @user_type.field("email")
+    def resolve_email(user: dict[str, Any], info: Any) -> str | None:
+        who = _principal(info, container)
+        check_sees_user(who.user_id if who else None, who.roles if who else (), user["id"])
+        return user["email"]
+
+    @session_type.field("series")
+    async def resolve_session_series(session: dict[str, Any], info: Any) -> dict[str, Any] | None:
+        loader = info.context.setdefault("series_loader", DataLoader(_load_series))
+        return await loader.load(session["seriesId"])
+
+    async def _load_series(ids: list[str]) -> list[dict[str, Any] | None]:
+        rows = await asyncio.to_thread(container.readmodels.rows, "series", None, None, None, [("id", "in", ids)])
+        by_id = {r["id"]: _series(r) for r in rows}
+        return [by_id.get(i) for i in ids]
 
     @query.field("user")
     def resolve_user(_: Any, info: Any, id: str) -> dict[str, Any] | None:
@@ -144,13 +220,21 @@ def graphql_app(container: Container) -> GraphQL:
 
     @query.field("upcomingSessions")
     def resolve_upcoming(_: Any, info: Any, userId: str, first: int = 20, after: str | None = None) -> dict[str, Any]:
+        who = _principal(info, container)
+        check_sees_user(who.user_id if who else None, who.roles if who else (), userId)
         n = _page_size(first)
         now = container.clock().isoformat()
         hosted = container.readmodels.rows(
             "session_hosts", where={"user_id": userId, "status": "scheduled"}, order_by="sort_key", limit=n + 1,
             conditions=[("sort_key", ">", now), *_after(after)])
-        rows = [r for r in (container.readmodels.get("sessions", h["session_id"]) for h in hosted) if r]
+        found = {r["id"]: r for r in container.readmodels.rows(
+            "sessions", conditions=[("id", "in", [h["session_id"] for h in hosted])])}
+        rows = [found[h["session_id"]] for h in hosted if h["session_id"] in found]
         return _connection(rows, n, _session)
 
-    schema = make_executable_schema(SCHEMA, query, series_type)
-    return GraphQL(schema, debug=False, error_formatter=format_error)
+    schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type)
+    return GraphQL(schema, debug=False, error_formatter=format_error, introspection=introspection,
+                   logger=GRAPHQL_LOGGER.name,
+                   validation_rules=lambda _ctx, _doc, data: [
+                       DepthLimit, cost_validator(maximum_cost=MAX_COST, default_cost=1,
+                                                  variables=(data or {}).get("variables"))])

@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -109,6 +110,25 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
                   responses={422: {"model": Problem, "content": {PROBLEM: {}}}})
 
     app.state.container = container
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
+                           allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"])
+
+    @app.middleware("http")
+    async def body_size_limit(request: Request, call_next: Any) -> Any:
+        declared = request.headers.get("content-length")
+        limit = settings.max_body_bytes
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
+        if declared is None and request.method in ("POST", "PUT", "PATCH"):
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
+        return await call_next(request)
 
     @app.middleware("http")
     async def idempotent_commands(request: Request, call_next: Any) -> Any:
@@ -244,7 +264,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     app.include_router(scheduling_router)
     app.include_router(auth_router)
-    gql = graphql_app(container)
+    gql = graphql_app(container, introspection=settings.graphql_introspection)
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)
     return app

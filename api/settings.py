@@ -25,6 +25,11 @@ class Settings(BaseSettings):
                                   "<data_dir>/keys. API processes that share users must share this folder")
     host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
     port: int = Field(8000, ge=1, le=65535)
+    graphql_introspection: bool = Field(True, description="Let clients introspect the GraphQL schema "
+                                        "(turn off in production if you do not publish it)")
+    cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to call the API "
+                                    "(JSON list, e.g. [\"https://app.example.org\"]); empty: none")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body accepted (images have their own)")
     rate_limits: bool = Field(True, description="Token-bucket limits per client IP, credential and login name "
                               "(in memory, or in Redis when ATTENDWISE_REDIS_URL is set)")
     group_commit: bool = Field(True, description="Coalesce concurrent commands into one PostgreSQL transaction")

@@ -100,3 +100,13 @@ def test_conditions_select_ranges_for_keyset_pages(store: ReadModelStore) -> Non
     page1 = store.rows("things", where={"ok": True}, order_by="id", limit=2)
     page2 = store.rows("things", where={"ok": True}, order_by="id", limit=2, conditions=[("id", ">", page1[-1]["id"])])
     assert [r["id"] for r in page1 + page2] == ["k0", "k2", "k4", "k6"]
+
+
+def test_in_selects_a_batch_in_one_query(store: ReadModelStore) -> None:
+    with store.transaction("p") as tx:
+        for i in range(5):
+            tx.upsert("things", {"id": f"b{i}", "n": i})
+    before = store.queries  # type: ignore[attr-defined]
+    rows = store.rows("things", conditions=[("id", "in", ["b1", "b3", "nope"])], order_by="id")
+    assert [r["id"] for r in rows] == ["b1", "b3"] and store.queries == before + 1  # type: ignore[attr-defined]
+    assert store.rows("things", conditions=[("id", "in", [])]) == []

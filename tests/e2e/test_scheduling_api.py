@@ -95,8 +95,9 @@ def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
                  c=COMMUNITY, f=f"{YEAR}-01-01T00:00:00Z", t=f"{YEAR}-01-21T00:00:00Z")["data"]["communitySessions"]
     assert [e["node"]["localStart"][:10] for e in window["edges"]] == [f"{YEAR}-01-06", f"{YEAR}-01-14"]
     assert window["pageInfo"]["hasNextPage"] is True
-    upcoming = gql(base_url, "query($u: ID!) { upcomingSessions(userId: $u, first: 50) { edges { node { id } } } }",
-                   u=HOST)["data"]["upcomingSessions"]["edges"]
+    upcoming = httpx.post(base_url + "/graphql", headers=auth, json={
+        "query": "query($u: ID!) { upcomingSessions(userId: $u, first: 50) { edges { node { id } } } }",
+        "variables": {"u": HOST}}).json()["data"]["upcomingSessions"]["edges"]
     assert len(upcoming) == 8 - 1 - 4 + 4  # cancelled ones are not upcoming
 
     # iCalendar: calendar apps read it back

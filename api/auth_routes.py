@@ -6,8 +6,8 @@ import math
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Form
-from pydantic import BaseModel
+from fastapi import APIRouter, Form, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import Deps, Principal
 from api.limits import login_bucket
@@ -77,3 +77,29 @@ def jwks(c: Deps) -> dict:
 def me(who: Principal, c: Deps) -> Me:
     user = c.app.get_user(who.user_id)
     return Me(id=user.id, email=user.email, display_name=user.display_name, time_zone=user.time_zone)
+
+
+class PasswordChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    current_password: str = Field(max_length=256)
+    new_password: str = Field(min_length=10, max_length=256)
+
+
+class ProfileChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    display_name: str | None = Field(None, max_length=200)
+    time_zone: str | None = Field(None, max_length=64)
+
+
+@router.post("/me/password", status_code=204)
+def change_password(body: PasswordChange, who: Principal, c: Deps) -> Response:
+    """Ends every login made before the change: their refresh tokens stop working
+    (access tokens expire within 15 minutes). Sign in again with the new password."""
+    c.app.change_password(who, body.current_password, body.new_password)
+    return Response(status_code=204)
+
+
+@router.patch("/me", response_model=Me)
+def update_profile(body: ProfileChange, who: Principal, c: Deps) -> Me:
+    c.app.update_profile(who, body.display_name, body.time_zone)
+    return me(who, c)

@@ -5,6 +5,7 @@ from the `TokenService`. Both are given by the composition root."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError
 
 from commands.messages import CommandContext
+from domain.authorization import check_signed_in
 from domain.errors import ConcurrencyConflict
 from domain.identity import InvalidCredentials, RefreshTokenReused, TokenFamily, TokenInvalid, check_password
 from domain.users import EmailAddress
@@ -69,6 +71,10 @@ class IdentityHandlers:
         except (AggregateNotFoundError, ValueError) as e:
             raise TokenInvalid("this refresh token belongs to no login") from e
         actor = CommandContext(actor=f"user:{claims.subject}", command_id=ctx.command_id)
+        changed_at = self.repository.get(uuid.UUID(family.user_id)).password_changed_at
+        if changed_at is not None and family.created_on <= changed_at and not family.revoked:
+            family.revoke("the password changed after this login")
+            self.save_stamped(actor, family)
         try:
             family.rotate(claims.jti, uuid.uuid4().hex)
         except RefreshTokenReused:
@@ -96,6 +102,29 @@ class IdentityHandlers:
         """The signed-in caller as a command context (user id and roles)."""
         claims = self.tokens.verify(access_token, "access")
         return CommandContext.for_user(claims.subject, frozenset(claims.roles), command_id)
+
+    def change_password(self, ctx: CommandContext, current: str, new: str) -> None:
+        """Every login before the change stops refreshing (its tokens die within
+        the access token's lifetime)."""
+        from adapters.credentials import verify_password
+
+        check_signed_in(ctx.user_id, ctx.roles)
+        user = self.get_user(ctx.user_id)
+        if not verify_password(self.credentials.get(str(user.id)), current):
+            raise InvalidCredentials("the current password is wrong")
+        self.set_password(user.id, new)
+        user.record_password_change(dt.datetime.now(dt.timezone.utc))
+        self.save_stamped(ctx, user)
+
+    def update_profile(self, ctx: CommandContext, display_name: str | None, time_zone: str | None) -> int:
+        check_signed_in(ctx.user_id, ctx.roles)
+        user = self.get_user(ctx.user_id)
+        if display_name is not None and display_name != user.display_name:
+            user.change_display_name(display_name)
+        if time_zone is not None and time_zone != user.time_zone:
+            user.change_time_zone(time_zone)
+        self.save_stamped(ctx, user)
+        return user.version
 
     def grant_role(self, user_id: uuid.UUID, role: str, ctx: CommandContext) -> None:
         from domain.authorization import PLATFORM_ADMIN, SYSTEM, Forbidden

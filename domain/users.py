@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import uuid
 import zoneinfo
@@ -73,6 +74,32 @@ class User(AttendWiseAggregate):
     @event(DisplayNameChanged)
     def _display_name_changed(self, display_name: str) -> None:
         self.display_name = display_name
+
+    class TimeZoneChanged(Aggregate.Event):
+        time_zone: str
+
+    def change_time_zone(self, time_zone: str) -> None:
+        self._time_zone_changed(check_time_zone(time_zone))
+
+    @event(TimeZoneChanged)
+    def _time_zone_changed(self, time_zone: str) -> None:
+        self.time_zone = time_zone
+
+    class PasswordChanged(Aggregate.Event):
+        """The hash itself is never in the log; this records that (and when) it changed."""
+
+        at: dt.datetime
+
+    def record_password_change(self, at: dt.datetime) -> None:
+        self._password_changed(at=at)
+
+    @event(PasswordChanged)
+    def _password_changed(self, at: dt.datetime) -> None:
+        self.__dict__["password_changed_at"] = at
+
+    @property
+    def password_changed_at(self):  # type: ignore[no-untyped-def]
+        return self.__dict__.get("password_changed_at")
 
     class RoleGranted(Aggregate.Event):
         role: str

@@ -22,7 +22,7 @@ USERS = Table(
 class UsersProjection:
     name = "users"
     tables = (USERS,)
-    event_types = frozenset({"UserRegistered", "UserDisplayNameChanged"})
+    event_types = frozenset({"UserRegistered", "UserDisplayNameChanged", "UserTimeZoneChanged"})
 
     def apply(self, event: EventEnvelope, tx: ReadModelTx) -> None:
         if event.event_type == "UserRegistered":
@@ -38,3 +38,5 @@ class UsersProjection:
         elif event.event_type == "UserDisplayNameChanged":
             tx.patch("users", event.aggregate_id,
                      {"display_name": event.data["display_name"], "version": event.aggregate_version})
+        elif event.event_type == "UserTimeZoneChanged":
+            tx.patch("users", event.aggregate_id, {"time_zone": event.data["time_zone"], "version": event.aggregate_version})

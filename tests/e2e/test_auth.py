@@ -83,3 +83,26 @@ def test_jwks_publishes_the_signing_key(base_url: Stack) -> None:
     assert keys and all(k["kty"] == "OKP" and k["crv"] == "Ed25519" and k["alg"] == "EdDSA" for k in keys)
     assert all("d" not in k for k in keys)  # never the private part
     assert gql(base_url, "{ __typename }")["data"]["__typename"] == "Query"
+
+
+def test_change_password_signs_out_other_logins_and_profile_updates(base_url: Stack) -> None:
+    register(base_url, "pat@example.org")
+    phone = login(base_url, "pat@example.org").json()
+    laptop = login(base_url, "pat@example.org").json()
+    auth = {"Authorization": f"Bearer {laptop['access_token']}"}
+    wrong = httpx.post(base_url + "/me/password", json={"current_password": "nope nope nope", "new_password": "a new pass phrase"},
+                       headers=auth)
+    assert wrong.status_code == 401 and wrong.json()["code"] == "INVALID_CREDENTIALS"
+    ok = httpx.post(base_url + "/me/password", json={"current_password": PASSWORD, "new_password": "a new pass phrase"},
+                    headers=auth)
+    assert ok.status_code == 204
+    stale = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token", "refresh_token": phone["refresh_token"]})
+    assert stale.status_code == 401 and stale.json()["code"] == "TOKEN_REVOKED"
+    assert login(base_url, "pat@example.org").status_code == 401
+    assert login(base_url, "pat@example.org", "a new pass phrase").status_code == 200
+
+    updated = httpx.patch(base_url + "/me", json={"display_name": "Pat  Q", "time_zone": "Asia/Tokyo"}, headers=auth)
+    assert updated.status_code == 200 and updated.json()["display_name"] == "Pat Q"
+    assert updated.json()["time_zone"] == "Asia/Tokyo"
+    bad = httpx.patch(base_url + "/me", json={"time_zone": "Mars/Base"}, headers=auth)
+    assert bad.status_code == 422 and bad.json()["errors"] == [{"field": "time_zone"}]

@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
 )
 
 from adapters.errors import ServiceUnavailable
+from adapters.personal_data import PersonalDataMapper, decrypt_state, personal_fields, subject_of
 from commands.application import AttendWise
 from domain.envelope import EventEnvelope
 
@@ -75,7 +76,7 @@ def sqlite_env(path: Path) -> dict[str, str]:
 
 
 def open_event_store(
-    database_url: str | None, sqlite_path: Path, *, group_commit: bool = True
+    database_url: str | None, sqlite_path: Path, *, group_commit: bool = True, vault: Any = None
 ) -> AttendWise:
     """The application on its event store. PostgreSQL when `database_url` is
     set, else the SQLite file. Fails with `ServiceUnavailable` naming the
@@ -83,7 +84,8 @@ def open_event_store(
     env = postgres_env(database_url) if database_url else sqlite_env(sqlite_path)
     decorate = GroupCommitRecorder if (database_url and group_commit) else None
     try:
-        app = AttendWise(env=env, recorder_decorator=decorate)
+        mapper = functools.partial(PersonalDataMapper, vault=vault) if vault is not None else None
+        app = AttendWise(env=env, recorder_decorator=decorate, mapper_factory=mapper)
         install_append_only_guard(app)
     except (OperationalError, InterfaceError, OSError) as e:
         if database_url:
@@ -252,13 +254,29 @@ class ApplicationEventLog:
     def read(self, after: int, limit: int) -> list[EventEnvelope]:
         try:
             if self._pg:
-                return self._read_pg(after, limit)
-            notes = self.app.recorder.select_notifications(
-                start=after, limit=limit, inclusive_of_start=False
-            )
+                envelopes = self._read_pg(after, limit)
+            else:
+                notes = self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+                envelopes = [to_envelope(self.app, n) for n in notes]
         except (OperationalError, InterfaceError) as e:
             raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
-        return [to_envelope(self.app, n) for n in notes]
+        if self.app.vault is not None:
+            self._decrypt(envelopes)
+        return envelopes
+
+    def _decrypt(self, envelopes: list[EventEnvelope]) -> None:
+        """Personal fields in clear text, or erased: one key look-up per page."""
+        personal = []
+        for env in envelopes:
+            cls = _event_class_by_name(env)
+            fields, subject_attr = personal_fields(cls)
+            if fields:
+                personal.append((env, cls, subject_of(env.data, subject_attr, env.aggregate_id)))
+        if not personal:
+            return
+        keys = self.app.vault.keys({subject for _, _, subject in personal})
+        for env, cls, _ in personal:
+            decrypt_state(self.app.vault, cls, env.data, env.aggregate_id, keys)
 
     def _read_pg(self, after: int, limit: int) -> list[EventEnvelope]:
         """The library's `select_notifications` with plain tuple rows: the
@@ -297,11 +315,19 @@ def _event_class(topic: str) -> Any:
     return obj
 
 
+_TOPICS: dict[tuple[str, str], str] = {}
+
+
+def _event_class_by_name(env: EventEnvelope) -> Any:
+    return _event_class(_TOPICS[(env.context, env.event_type)])
+
+
 def to_envelope(app: AttendWise, n: Notification) -> EventEnvelope:
     """Decode a stored event straight to an envelope: the library's JSON
     format and upcasters, without building the domain event object (the
     rebuild path decodes hundreds of thousands of events)."""
     cls = _event_class(n.topic)
+    _TOPICS.setdefault((_context_of(n.topic), _event_type_of(n.topic)), n.topic)
     raw: dict[str, Any] = orjson.loads(n.state)
     version = getattr(cls, "class_version", 1)
     at = raw.pop("class_version", 1)

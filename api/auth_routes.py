@@ -103,3 +103,16 @@ def change_password(body: PasswordChange, who: Principal, c: Deps) -> Response:
 def update_profile(body: ProfileChange, who: Principal, c: Deps) -> Me:
     c.app.update_profile(who, body.display_name, body.time_zone)
     return me(who, c)
+
+
+class AccountDeletion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(max_length=256)
+
+
+@router.delete("/me", status_code=204)
+def delete_account(body: AccountDeletion, who: Principal, c: Deps) -> Response:
+    """Deletes the account: the log keeps its events, but the personal data in
+    them can no longer be read by anyone (its key is destroyed)."""
+    c.app.delete_account(who, body.password)
+    return Response(status_code=204)

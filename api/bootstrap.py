@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
+from adapters.personal_data import PostgresKeyVault, SQLiteKeyVault
 from adapters.credentials import PostgresCredentialStore, SQLiteCredentialStore
 from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
@@ -38,7 +39,10 @@ class Container:
 
 
 def build(settings: Settings) -> Container:
-    app = open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit)
+    vault = (PostgresKeyVault(settings.database_url) if settings.database_url
+             else SQLiteKeyVault(settings.data_dir / "keys.sqlite3"))
+    app = open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit,
+                           vault=vault)
     app.credentials = (PostgresCredentialStore(settings.database_url) if settings.database_url
                        else SQLiteCredentialStore(settings.credentials_path))
     app.tokens = TokenService(Keyring(settings.signing_keys))

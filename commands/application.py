@@ -26,12 +26,21 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
     name = APPLICATION_NAME
 
     def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None,
-                 credentials: Any = None, tokens: Any = None) -> None:
-        # The composition root may wrap the recorder (e.g. group commit) and
-        # gives the stores that live beside the log.
+                 credentials: Any = None, tokens: Any = None, mapper_factory: Any = None) -> None:
+        # The composition root may wrap the recorder (e.g. group commit),
+        # choose the mapper (personal-data encryption) and gives the stores
+        # that live beside the log.
         self._recorder_decorator = recorder_decorator
+        self._mapper_factory = mapper_factory
         self.credentials, self.tokens = credentials, tokens
+        self.vault = getattr(mapper_factory, "keywords", {}).get("vault")
         super().__init__(env=env)
+
+    def construct_mapper(self) -> Any:
+        if self._mapper_factory is None:
+            return super().construct_mapper()
+        return self._mapper_factory(transcoder=self.construct_transcoder(), compressor=self.factory.compressor(),
+                                    cipher=self.factory.cipher())
 
     def construct_recorder(self) -> Any:
         recorder = super().construct_recorder()
@@ -40,7 +49,11 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
     # --- handlers -------------------------------------------------------
     def register_user(self, cmd: RegisterUser, ctx: CommandContext) -> uuid.UUID:
         user = User.register(cmd.email, cmd.display_name, cmd.time_zone)
-        claim = EmailAddress(email=user.email, user_id=user.id)
+        try:  # an address freed by a deleted account is claimed again, race-safe by its version
+            claim = self.repository.get(EmailAddress.create_id(user.email))
+            claim.reclaim(user.id)
+        except AggregateNotFoundError:
+            claim = EmailAddress(email=user.email, user_id=user.id)
         if cmd.password is not None:  # stored first (outside the log), removed if the events are refused
             self.set_password(user.id, cmd.password)
         try:
@@ -62,9 +75,12 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
 
     def get_user(self, user_id: uuid.UUID) -> User:
         try:
-            return self.repository.get(user_id)
+            user = self.repository.get(user_id)
         except AggregateNotFoundError as e:
             raise NotFound(f"no user {user_id}") from e
+        if not isinstance(user, User) or user.deleted:
+            raise NotFound(f"no user {user_id}")
+        return user
 
     # --- persistence ----------------------------------------------------
     def save_stamped(self, ctx: CommandContext, *aggregates: Any) -> None:

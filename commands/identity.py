@@ -35,6 +35,7 @@ class IdentityHandlers:
     save_stamped: Any
     credentials: Any  # CredentialStore
     tokens: Any  # TokenService
+    vault: Any  # KeyVault, or None when personal data is not encrypted
 
     def set_password(self, user_id: uuid.UUID, password: str) -> None:
         from adapters.credentials import hash_password
@@ -48,7 +49,8 @@ class IdentityHandlers:
 
         user_id = None
         try:
-            user_id = self.repository.get(EmailAddress.create_id(email)).user_id
+            claim = self.repository.get(EmailAddress.create_id(email))
+            user_id = None if claim.released else claim.user_id
         except AggregateNotFoundError:
             pass
         stored = self.credentials.get(str(user_id)) if user_id else None
@@ -71,9 +73,10 @@ class IdentityHandlers:
         except (AggregateNotFoundError, ValueError) as e:
             raise TokenInvalid("this refresh token belongs to no login") from e
         actor = CommandContext(actor=f"user:{claims.subject}", command_id=ctx.command_id)
-        changed_at = self.repository.get(uuid.UUID(family.user_id)).password_changed_at
-        if changed_at is not None and family.created_on <= changed_at and not family.revoked:
-            family.revoke("the password changed after this login")
+        user = self.repository.get(uuid.UUID(family.user_id))
+        changed_at = user.password_changed_at
+        if not family.revoked and (user.deleted or (changed_at is not None and family.created_on <= changed_at)):
+            family.revoke("the account was deleted" if user.deleted else "the password changed after this login")
             self.save_stamped(actor, family)
         try:
             family.rotate(claims.jti, uuid.uuid4().hex)
@@ -115,6 +118,25 @@ class IdentityHandlers:
         self.set_password(user.id, new)
         user.record_password_change(dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, user)
+
+    def delete_account(self, ctx: CommandContext, password: str) -> None:
+        """Records the deletion, then destroys the person's key (their personal
+        data in every copy of the log becomes unreadable) and password hash.
+        Safe to repeat if it was interrupted after the events were saved."""
+        from adapters.credentials import verify_password
+
+        check_signed_in(ctx.user_id, ctx.roles)
+        user = self.repository.get(ctx.user_id)
+        if not user.deleted:
+            if not verify_password(self.credentials.get(str(user.id)), password):
+                raise InvalidCredentials("the password is wrong")
+            claim = self.repository.get(EmailAddress.create_id(user.email))
+            user.delete()
+            claim.release()
+            self.save_stamped(ctx, user, claim)
+        if self.vault is not None:
+            self.vault.destroy(str(user.id))
+        self.credentials.delete(str(user.id))
 
     def update_profile(self, ctx: CommandContext, display_name: str | None, time_zone: str | None) -> int:
         check_signed_in(ctx.user_id, ctx.roles)

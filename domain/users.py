@@ -11,6 +11,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import AttendWiseAggregate
+from domain.errors import EmailAlreadyRegistered as EmailTaken
 from domain.errors import InvalidInput
 
 EMAIL_NAMESPACE = uuid.UUID("6b0c4a44-8a39-4b8e-9d0e-2f6d1f3c5a10")
@@ -50,6 +51,7 @@ class User(AttendWiseAggregate):
     class Registered(Aggregate.Created):
         """A person registered. Schema v2 added `time_zone` (v1 events read as UTC)."""
 
+        PERSONAL = ("email", "display_name")  # encrypted with the person's key (crypto-shredding)
         email: str
         display_name: str
         time_zone: str
@@ -66,6 +68,7 @@ class User(AttendWiseAggregate):
         self.time_zone = time_zone
 
     class DisplayNameChanged(Aggregate.Event):
+        PERSONAL = ("display_name",)
         display_name: str
 
     def change_display_name(self, display_name: str) -> None:
@@ -100,6 +103,21 @@ class User(AttendWiseAggregate):
     @property
     def password_changed_at(self):  # type: ignore[no-untyped-def]
         return self.__dict__.get("password_changed_at")
+
+    class Deleted(Aggregate.Event):
+        """The account is gone; its personal data is erased with its key."""
+
+    def delete(self) -> None:
+        if not self.deleted:
+            self._deleted()
+
+    @event(Deleted)
+    def _deleted(self) -> None:
+        self.__dict__["deleted"] = True
+
+    @property
+    def deleted(self) -> bool:
+        return self.__dict__.get("deleted", False)
 
     class RoleGranted(Aggregate.Event):
         role: str
@@ -141,6 +159,8 @@ class EmailAddress(AttendWiseAggregate):
     CONTEXT = "identity"
 
     class Claimed(Aggregate.Created):
+        PERSONAL = ("email",)
+        SUBJECT = "user_id"
         email: str
         user_id: uuid.UUID
 
@@ -152,3 +172,27 @@ class EmailAddress(AttendWiseAggregate):
     def __init__(self, email: str, user_id: uuid.UUID) -> None:
         self.email = email
         self.user_id = user_id
+        self.released = False
+
+    class Released(Aggregate.Event):
+        """Its account was deleted: the address may be registered again."""
+
+    class Reclaimed(Aggregate.Event):
+        user_id: uuid.UUID
+
+    def release(self) -> None:
+        if not self.released:
+            self._released()
+
+    def reclaim(self, user_id: uuid.UUID) -> None:
+        if not self.released:
+            raise EmailTaken("this email is already registered", field="email")
+        self._reclaimed(user_id=user_id)
+
+    @event(Released)
+    def _released(self) -> None:
+        self.released = True
+
+    @event(Reclaimed)
+    def _reclaimed(self, user_id: uuid.UUID) -> None:
+        self.user_id, self.released = user_id, False

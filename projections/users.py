@@ -22,7 +22,7 @@ USERS = Table(
 class UsersProjection:
     name = "users"
     tables = (USERS,)
-    event_types = frozenset({"UserRegistered", "UserDisplayNameChanged", "UserTimeZoneChanged"})
+    event_types = frozenset({"UserRegistered", "UserDisplayNameChanged", "UserTimeZoneChanged", "UserDeleted"})
 
     def apply(self, event: EventEnvelope, tx: ReadModelTx) -> None:
         if event.event_type == "UserRegistered":
@@ -40,3 +40,5 @@ class UsersProjection:
                      {"display_name": event.data["display_name"], "version": event.aggregate_version})
         elif event.event_type == "UserTimeZoneChanged":
             tx.patch("users", event.aggregate_id, {"time_zone": event.data["time_zone"], "version": event.aggregate_version})
+        elif event.event_type == "UserDeleted":
+            tx.delete("users", event.aggregate_id)

@@ -106,3 +106,25 @@ def test_change_password_signs_out_other_logins_and_profile_updates(base_url: St
     assert updated.json()["time_zone"] == "Asia/Tokyo"
     bad = httpx.patch(base_url + "/me", json={"time_zone": "Mars/Base"}, headers=auth)
     assert bad.status_code == 422 and bad.json()["errors"] == [{"field": "time_zone"}]
+
+
+def test_delete_account_over_http(base_url: Stack) -> None:
+    uid = register(base_url, "leaving@example.org")
+    tokens = login(base_url, "leaving@example.org").json()
+    auth = {"Authorization": f"Bearer {tokens['access_token']}"}
+    wrong = httpx.request("DELETE", base_url + "/me", json={"password": "not my password"}, headers=auth)
+    assert wrong.status_code == 401
+    gone = httpx.request("DELETE", base_url + "/me", json={"password": PASSWORD}, headers=auth)
+    assert gone.status_code == 204
+    assert login(base_url, "leaving@example.org").status_code == 401
+    assert httpx.get(base_url + "/me", headers=auth).status_code == 404
+    refresh = httpx.post(base_url + "/auth/token", data={"grant_type": "refresh_token",
+                                                         "refresh_token": tokens["refresh_token"]})
+    assert refresh.status_code == 401 and refresh.json()["code"] == "TOKEN_REVOKED"
+
+    def removed() -> bool:
+        return gql(base_url, "query($id: ID!) { user(id: $id) { id } }", id=uid)["data"]["user"] is None
+
+    from tests.processes import eventually
+
+    eventually(removed)

@@ -26,7 +26,7 @@ test: install
 
 bench: install
 	$(AW) services up postgres nats
-	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling
+	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway
 
 clean:
 	rm -rf $(VENV) .attendwise *.egg-info

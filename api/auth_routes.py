@@ -34,6 +34,7 @@ class TokenOut(BaseModel):
 class Me(BaseModel):
     id: uuid.UUID
     email: str
+    email_verified: bool
     display_name: str
     time_zone: str
 
@@ -76,7 +77,8 @@ def jwks(c: Deps) -> dict:
 @router.get("/me", response_model=Me)
 def me(who: Principal, c: Deps) -> Me:
     user = c.app.get_user(who.user_id)
-    return Me(id=user.id, email=user.email, display_name=user.display_name, time_zone=user.time_zone)
+    return Me(id=user.id, email=user.email, email_verified=user.email_verified, display_name=user.display_name,
+              time_zone=user.time_zone)
 
 
 class PasswordChange(BaseModel):
@@ -115,4 +117,11 @@ def delete_account(body: AccountDeletion, who: Principal, c: Deps) -> Response:
     """Deletes the account: the log keeps its events, but the personal data in
     them can no longer be read by anyone (its key is destroyed)."""
     c.app.delete_account(who, body.password)
+    return Response(status_code=204)
+
+
+@router.get("/auth/verify-email", status_code=204)
+def verify_email(token: str, c: Deps) -> Response:
+    """The link in the verification mail: the token proves the address."""
+    c.app.verify_email(token, CommandContext(actor="anonymous"))
     return Response(status_code=204)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
 from adapters.personal_data import PostgresKeyVault, SQLiteKeyVault
+from adapters.mailer import OutboxMailer
 from adapters.credentials import PostgresCredentialStore, SQLiteCredentialStore
 from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
@@ -46,6 +47,7 @@ def build(settings: Settings) -> Container:
     app.credentials = (PostgresCredentialStore(settings.database_url) if settings.database_url
                        else SQLiteCredentialStore(settings.credentials_path))
     app.tokens = TokenService(Keyring(settings.signing_keys))
+    app.mailer = OutboxMailer(settings.data_dir / "outbox")
     store: ReadModelStore = (
         PostgresReadModelStore(settings.database_url) if settings.database_url
         else SQLiteReadModelStore(settings.readmodels_path)

@@ -224,9 +224,10 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     @app.post("/users", status_code=201, response_model=UserCreated, tags=["identity"],
               responses={409: {"model": Problem}, 422: {"model": Problem}, 503: {"model": Problem}})
-    def register_user(body: UserCreate, c: Deps) -> UserCreated:
+    def register_user(body: UserCreate, c: Deps, request: Request) -> UserCreated:
         ctx = CommandContext(actor="anonymous")
         user_id = c.app.register_user(RegisterUser(body.email, body.display_name, body.time_zone, body.password), ctx)
+        c.app.send_email_verification(user_id, str(request.base_url).rstrip("/") + "/auth/verify-email")
         log.info("user_registered", user_id=str(user_id), command_id=str(ctx.command_id))
         return UserCreated(id=user_id, command_id=ctx.command_id)
 

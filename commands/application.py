@@ -33,6 +33,7 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
         self._recorder_decorator = recorder_decorator
         self._mapper_factory = mapper_factory
         self.credentials, self.tokens = credentials, tokens
+        self.mailer: Any = None
         self.vault = getattr(mapper_factory, "keywords", {}).get("vault")
         super().__init__(env=env)
 

@@ -36,6 +36,7 @@ class IdentityHandlers:
     credentials: Any  # CredentialStore
     tokens: Any  # TokenService
     vault: Any  # KeyVault, or None when personal data is not encrypted
+    mailer: Any  # Mailer, or None
 
     def set_password(self, user_id: uuid.UUID, password: str) -> None:
         from adapters.credentials import hash_password
@@ -118,6 +119,25 @@ class IdentityHandlers:
         self.set_password(user.id, new)
         user.record_password_change(dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, user)
+
+    def send_email_verification(self, user_id: uuid.UUID, link_base: str) -> None:
+        """Mails a link with a signed, single-purpose token (valid 24 hours)."""
+        import datetime as _dt
+
+        user = self.get_user(user_id)
+        if user.email_verified or self.mailer is None:
+            return
+        token, _ = self.tokens.issue(str(user.id), "verify-email", _dt.timedelta(hours=24))
+        self.mailer.send(user.email, "Confirm your email for AttendWise",
+                         f"Hello {user.display_name},\n\nconfirm your address by opening\n"
+                         f"{link_base}?token={token}\n\nThe link works for 24 hours.")
+
+    def verify_email(self, token: str, ctx: CommandContext) -> uuid.UUID:
+        claims = self.tokens.verify(token, "verify-email")
+        user = self.get_user(uuid.UUID(claims.subject))
+        user.verify_email()
+        self.save_stamped(CommandContext(actor=f"user:{user.id}", command_id=ctx.command_id), user)
+        return user.id
 
     def delete_account(self, ctx: CommandContext, password: str) -> None:
         """Records the deletion, then destroys the person's key (their personal

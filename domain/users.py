@@ -104,6 +104,21 @@ class User(AttendWiseAggregate):
     def password_changed_at(self):  # type: ignore[no-untyped-def]
         return self.__dict__.get("password_changed_at")
 
+    class EmailVerified(Aggregate.Event):
+        """The person showed they receive mail at their address."""
+
+    def verify_email(self) -> None:
+        if not self.email_verified:
+            self._email_verified()
+
+    @event(EmailVerified)
+    def _email_verified(self) -> None:
+        self.__dict__["email_verified"] = True
+
+    @property
+    def email_verified(self) -> bool:
+        return self.__dict__.get("email_verified", False)
+
     class Deleted(Aggregate.Event):
         """The account is gone; its personal data is erased with its key."""
 

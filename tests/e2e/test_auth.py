@@ -128,3 +128,21 @@ def test_delete_account_over_http(base_url: Stack) -> None:
     from tests.processes import eventually
 
     eventually(removed)
+
+
+def test_email_verification_link_from_the_outbox(base_url: Stack) -> None:
+    import json
+    import re
+
+    register(base_url, "mail@example.org")
+    outbox = base_url.data_dir / "outbox"
+    mails = [json.loads(p.read_text()) for p in sorted(outbox.glob("*.json"))]
+    mine = [m for m in mails if m["to"] == "mail@example.org"]
+    assert len(mine) == 1 and "Confirm your email" in mine[0]["subject"]
+    link = re.search(r"(http://\S+/auth/verify-email\?token=\S+)", mine[0]["text"]).group(1)
+    auth = {"Authorization": f"Bearer {login(base_url, 'mail@example.org').json()['access_token']}"}
+    assert httpx.get(base_url + "/me", headers=auth).json()["email_verified"] is False
+    assert httpx.get(link.replace("http://testserver", base_url)).status_code == 204
+    assert httpx.get(base_url + "/me", headers=auth).json()["email_verified"] is True
+    forged = httpx.get(base_url + "/auth/verify-email", params={"token": auth["Authorization"][7:]})
+    assert forged.status_code == 401  # an access token is not a verification token

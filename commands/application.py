@@ -49,11 +49,18 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
 
     # --- handlers -------------------------------------------------------
     def register_user(self, cmd: RegisterUser, ctx: CommandContext) -> uuid.UUID:
+        return self._register(cmd, ctx, reclaim=False)
+
+    def _register(self, cmd: RegisterUser, ctx: CommandContext, reclaim: bool) -> uuid.UUID:
+        """The email's claim is created at version 1, so two registrations of
+        one address cannot both succeed. Only when that collides is the claim
+        read: an address freed by a deleted account is claimed again (at its
+        next version, just as race-safe)."""
         user = User.register(cmd.email, cmd.display_name, cmd.time_zone)
-        try:  # an address freed by a deleted account is claimed again, race-safe by its version
+        if reclaim:
             claim = self.repository.get(EmailAddress.create_id(user.email))
             claim.reclaim(user.id)
-        except AggregateNotFoundError:
+        else:
             claim = EmailAddress(email=user.email, user_id=user.id)
         if cmd.password is not None:  # stored first (outside the log), removed if the events are refused
             self.set_password(user.id, cmd.password)
@@ -62,7 +69,13 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
         except BaseException as e:
             if cmd.password is not None:
                 self.credentials.delete(str(user.id))
-            if isinstance(e, ConcurrencyConflict) and self._exists(EmailAddress.create_id(user.email)):
+            if isinstance(e, ConcurrencyConflict) and not reclaim:
+                try:
+                    existing = self.repository.get(EmailAddress.create_id(user.email))
+                except AggregateNotFoundError:
+                    raise e from None
+                if existing.released:
+                    return self._register(cmd, ctx, reclaim=True)
                 raise EmailAlreadyRegistered("this email is already registered", field="email") from e
             raise
         return user.id
@@ -100,9 +113,6 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
             raise ConcurrencyConflict(
                 "another command changed this first; reload and try again"
             ) from e
-
-    def _exists(self, aggregate_id: uuid.UUID) -> bool:
-        return bool(self.recorder.select_events(aggregate_id, limit=1))
 
 
 def event_id(originator_id: uuid.UUID, version: int) -> uuid.UUID:

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("email")
     p.add_argument("role", help="platform_admin")
 
+    p = sub.add_parser("keys", help="token signing keys: list, rotate (new active key), retire KID")
+    p.add_argument("action", choices=["list", "rotate", "retire"])
+    p.add_argument("kid", nargs="?", help="with retire: the key to remove (its tokens stop verifying)")
+
     p = sub.add_parser("projections", help="projection status: position and lag behind the log")
     p.add_argument("action", choices=["status"])
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
-                "projections": _projections, "horizon": _horizon, "admin": _admin}[args.command](settings, args)
+                "projections": _projections, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
@@ -194,6 +198,25 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
             position = rebuild(container.projectors[name].projection, container.readmodels, container.event_log,
                                fresh=args.fresh, progress=progress)
         print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
+    return 0
+
+
+def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.tokens import Keyring
+
+    keyring = Keyring(settings.signing_keys)
+    if args.action == "rotate":
+        print(f"new active key {keyring.rotate()}; older keys keep verifying until retired")
+    elif args.action == "retire":
+        if not args.kid:
+            raise UnknownProjection("name the key to retire: attendwise keys retire KID")
+        try:
+            keyring.retire(args.kid)
+        except ValueError as e:
+            raise UnknownProjection(str(e)) from None
+        print(f"{args.kid} retired")
+    for kid in keyring.keys:
+        print(f"{kid}{'  (active)' if kid == keyring.active else ''}")
     return 0
 
 

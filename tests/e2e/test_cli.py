@@ -108,3 +108,17 @@ def test_admin_grant_role_puts_the_role_in_the_next_token(tmp_path: Path) -> Non
         assert bad.returncode == 2 and "role must be one of" in bad.stderr
     finally:
         api.stop()
+
+
+def test_keys_rotate_and_retire(tmp_path: Path) -> None:
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path)}
+    first = attendwise("keys", "list", env=env).stdout.split()[0]
+    rotated = attendwise("keys", "rotate", env=env)
+    assert rotated.returncode == 0 and "new active key" in rotated.stdout
+    keys = [line.split()[0] for line in rotated.stdout.splitlines()[1:]]
+    assert first in keys and len(keys) == 2
+    active = [line.split()[0] for line in rotated.stdout.splitlines() if "(active)" in line][0]
+    assert active != first
+    assert attendwise("keys", "retire", active, env=env).returncode == 2  # never the active key
+    retired = attendwise("keys", "retire", first, env=env)
+    assert retired.returncode == 0 and first not in attendwise("keys", "list", env=env).stdout

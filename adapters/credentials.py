@@ -4,15 +4,13 @@ Hashing is argon2id (argon2-cffi)."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from pathlib import Path
 from typing import Protocol
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from adapters.errors import ServiceUnavailable
+from adapters.sql import PostgresPool, SQLiteFile
 
 _hasher = PasswordHasher()  # argon2id, the library's current recommended parameters
 _DUMMY = _hasher.hash("not a password of anyone")
@@ -41,66 +39,33 @@ class CredentialStore(Protocol):
     def delete(self, user_id: str) -> None: ...
 
 
-class SQLiteCredentialStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        self._conn().execute("CREATE TABLE IF NOT EXISTS credentials (user_id TEXT PRIMARY KEY, hash TEXT NOT NULL)")
-
-    def _conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = self._local.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            c.execute("PRAGMA journal_mode=WAL")
-        return c
-
-    def set(self, user_id: str, password_hash: str) -> None:
-        self._conn().execute("INSERT INTO credentials VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash",
-                             (user_id, password_hash))
-
-    def get(self, user_id: str) -> str | None:
-        row = self._conn().execute("SELECT hash FROM credentials WHERE user_id = ?", (user_id,)).fetchone()
-        return row[0] if row else None
-
-    def delete(self, user_id: str) -> None:
-        self._conn().execute("DELETE FROM credentials WHERE user_id = ?", (user_id,))
+_DDL = "CREATE TABLE IF NOT EXISTS credentials (user_id TEXT PRIMARY KEY, hash TEXT NOT NULL)"
 
 
-class PostgresCredentialStore:
-    def __init__(self, database_url: str, setting: str = "ATTENDWISE_DATABASE_URL") -> None:
-        import psycopg
-        from psycopg_pool import ConnectionPool
+class SqlCredentialStore:
+    """`CredentialStore` on an SQLite file or a PostgreSQL pool."""
 
-        self._errors = (psycopg.OperationalError,)
-        self._setting, self._where = setting, database_url.split("@")[-1]
-        try:
-            self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=10,
-                                       kwargs={"autocommit": True, "connect_timeout": 5})
-            self.pool.wait(timeout=10)
-            self._run("SELECT pg_advisory_xact_lock(4243); "  # one implicit transaction
-                      "CREATE TABLE IF NOT EXISTS credentials (user_id text PRIMARY KEY, hash text NOT NULL)")
-        except Exception as e:  # noqa: BLE001 - translated
-            raise ServiceUnavailable("PostgreSQL", setting, self._where, e) from e
-
-    def _run(self, sql: str, params: tuple | None = None) -> list[tuple]:
-        try:
-            with self.pool.connection() as c:
-                cur = c.execute(sql, params)
-                return cur.fetchall() if cur.description else []
-        except self._errors as e:
-            raise ServiceUnavailable("PostgreSQL", self._setting, self._where, e) from e
+    def __init__(self, db: SQLiteFile | PostgresPool) -> None:
+        self.db, p = db, db.param
+        self._set = (f"INSERT INTO credentials VALUES ({p}, {p}) "
+                     "ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash")
+        self._get = f"SELECT hash FROM credentials WHERE user_id = {p}"
+        self._delete = f"DELETE FROM credentials WHERE user_id = {p}"
 
     def set(self, user_id: str, password_hash: str) -> None:
-        self._run("INSERT INTO credentials VALUES (%s, %s) ON CONFLICT (user_id) DO UPDATE SET hash = excluded.hash",
-                  (user_id, password_hash))
+        self.db.run(self._set, (user_id, password_hash))
 
     def get(self, user_id: str) -> str | None:
-        rows = self._run("SELECT hash FROM credentials WHERE user_id = %s", (user_id,))
+        rows = self.db.run(self._get, (user_id,))
         return rows[0][0] if rows else None
 
     def delete(self, user_id: str) -> None:
-        self._run("DELETE FROM credentials WHERE user_id = %s", (user_id,))
+        self.db.run(self._delete, (user_id,))
 
-    def close(self) -> None:
-        self.pool.close()
+
+def SQLiteCredentialStore(path: Path) -> SqlCredentialStore:  # noqa: N802 - reads like the class it makes
+    return SqlCredentialStore(SQLiteFile(path, _DDL))
+
+
+def PostgresCredentialStore(database_url: str) -> SqlCredentialStore:  # noqa: N802
+    return SqlCredentialStore(PostgresPool(database_url, 4243, _DDL))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from adapters.errors import ServiceUnavailable
+from adapters.sql import PostgresPool, SQLiteFile
 
 ERASED = "[erased]"
 PREFIX = "enc:v1:"
@@ -39,27 +38,32 @@ class KeyVault(Protocol):
     def destroy(self, user_id: str) -> None: ...
 
 
-class _CachedVault:
-    def __init__(self) -> None:
+_DDL = "CREATE TABLE IF NOT EXISTS user_keys (user_id TEXT PRIMARY KEY, key BYTEA NOT NULL)"
+
+
+class SqlKeyVault:
+    """`KeyVault` on an SQLite file or a PostgreSQL pool, with a short cache."""
+
+    def __init__(self, db: SQLiteFile | PostgresPool) -> None:
+        self.db, self.p = db, db.param
         self._cache: dict[str, tuple[bytes | None, float]] = {}
         self._lock = threading.Lock()
 
     def _load(self, ids: list[str]) -> dict[str, bytes]:
-        raise NotImplementedError
-
-    def _insert(self, user_id: str, key: bytes) -> None:
-        raise NotImplementedError
-
-    def _delete(self, user_id: str) -> None:
-        raise NotImplementedError
+        out: dict[str, bytes] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join([self.p] * len(chunk))
+            out.update({r[0]: bytes(r[1]) for r in
+                        self.db.run(f"SELECT user_id, key FROM user_keys WHERE user_id IN ({marks})", tuple(chunk))})
+        return out
 
     def keys(self, user_ids: Iterable[str], create: bool = False) -> dict[str, bytes]:
         now = time.monotonic()
-        ids = sorted(set(user_ids))
         out: dict[str, bytes] = {}
         missing = []
         with self._lock:
-            for i in ids:
+            for i in sorted(set(user_ids)):
                 hit = self._cache.get(i)
                 if hit and now - hit[1] < CACHE_SECONDS and (hit[0] is not None or not create):
                     if hit[0] is not None:
@@ -70,7 +74,8 @@ class _CachedVault:
             found = self._load(missing)
             for i in missing:
                 if i not in found and create:
-                    self._insert(i, os.urandom(32))
+                    self.db.run(f"INSERT INTO user_keys VALUES ({self.p}, {self.p}) ON CONFLICT (user_id) DO NOTHING",
+                                (i, os.urandom(32)))
                     found.update(self._load([i]))
             with self._lock:
                 for i in missing:
@@ -79,75 +84,17 @@ class _CachedVault:
         return out
 
     def destroy(self, user_id: str) -> None:
-        self._delete(user_id)
+        self.db.run(f"DELETE FROM user_keys WHERE user_id = {self.p}", (user_id,))
         with self._lock:
             self._cache[user_id] = (None, time.monotonic())
 
 
-class SQLiteKeyVault(_CachedVault):
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._local = threading.local()
-        self._conn().execute("CREATE TABLE IF NOT EXISTS user_keys (user_id TEXT PRIMARY KEY, key BLOB NOT NULL)")
-
-    def _conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = self._local.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
-            c.execute("PRAGMA journal_mode=WAL")
-        return c
-
-    def _load(self, ids: list[str]) -> dict[str, bytes]:
-        out: dict[str, bytes] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            rows = self._conn().execute(f"SELECT user_id, key FROM user_keys WHERE user_id IN ({','.join('?' * len(chunk))})",
-                                        chunk).fetchall()
-            out.update({r[0]: bytes(r[1]) for r in rows})
-        return out
-
-    def _insert(self, user_id: str, key: bytes) -> None:
-        self._conn().execute("INSERT INTO user_keys VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING", (user_id, key))
-
-    def _delete(self, user_id: str) -> None:
-        self._conn().execute("DELETE FROM user_keys WHERE user_id = ?", (user_id,))
+def SQLiteKeyVault(path: Path) -> SqlKeyVault:  # noqa: N802 - reads like the class it makes
+    return SqlKeyVault(SQLiteFile(path, _DDL.replace("BYTEA", "BLOB")))
 
 
-class PostgresKeyVault(_CachedVault):
-    def __init__(self, database_url: str, setting: str = "ATTENDWISE_DATABASE_URL") -> None:
-        super().__init__()
-        import psycopg
-        from psycopg_pool import ConnectionPool
-
-        self._errors = (psycopg.OperationalError,)
-        self._setting, self._where = setting, database_url.split("@")[-1]
-        try:
-            self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=10,
-                                       kwargs={"autocommit": True, "connect_timeout": 5})
-            self.pool.wait(timeout=10)
-        except Exception as e:  # noqa: BLE001 - translated
-            raise ServiceUnavailable("PostgreSQL", setting, self._where, e) from e
-        self._run("SELECT pg_advisory_xact_lock(4245); "
-                  "CREATE TABLE IF NOT EXISTS user_keys (user_id text PRIMARY KEY, key bytea NOT NULL)")
-
-    def _run(self, sql: str, params: Any = None) -> list[tuple]:
-        try:
-            with self.pool.connection() as c:
-                cur = c.execute(sql, params)
-                return cur.fetchall() if cur.description else []
-        except self._errors as e:
-            raise ServiceUnavailable("PostgreSQL", self._setting, self._where, e) from e
-
-    def _load(self, ids: list[str]) -> dict[str, bytes]:
-        return {r[0]: bytes(r[1]) for r in self._run("SELECT user_id, key FROM user_keys WHERE user_id = ANY(%s)", (ids,))}
-
-    def _insert(self, user_id: str, key: bytes) -> None:
-        self._run("INSERT INTO user_keys VALUES (%s, %s) ON CONFLICT (user_id) DO NOTHING", (user_id, key))
-
-    def _delete(self, user_id: str) -> None:
-        self._run("DELETE FROM user_keys WHERE user_id = %s", (user_id,))
+def PostgresKeyVault(database_url: str) -> SqlKeyVault:  # noqa: N802
+    return SqlKeyVault(PostgresPool(database_url, 4245, _DDL))
 
 
 def _aad(subject: str, field: str) -> bytes:

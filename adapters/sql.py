@@ -1,0 +1,65 @@
+"""Connections for the small stores that live beside the event log
+(credentials, personal-data keys, idempotency keys): one SQLite connection
+per thread, or a PostgreSQL pool whose failures name the setting."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from adapters.errors import ServiceUnavailable
+
+
+class SQLiteFile:
+    """A WAL-mode SQLite file, one autocommit connection per thread."""
+
+    param = "?"
+
+    def __init__(self, path: Path, *ddl: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._local = threading.local()
+        for statement in ddl:
+            self.run(statement)
+
+    def run(self, sql: str, params: Any = ()) -> list[tuple]:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._local.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
+            c.execute("PRAGMA journal_mode=WAL")
+        return c.execute(sql, params).fetchall()
+
+
+class PostgresPool:
+    """A small autocommit pool. `ddl` runs once, in one implicit transaction
+    under an advisory lock, so processes starting together do not race."""
+
+    param = "%s"
+
+    def __init__(self, database_url: str, lock_id: int, *ddl: str, setting: str = "ATTENDWISE_DATABASE_URL") -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        self._errors = (psycopg.OperationalError,)
+        self._setting, self._where = setting, database_url.split("@")[-1]
+        try:
+            self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=10,
+                                       kwargs={"autocommit": True, "connect_timeout": 5})
+            self.pool.wait(timeout=10)
+        except Exception as e:  # noqa: BLE001 - translated
+            raise ServiceUnavailable("PostgreSQL", setting, self._where, e) from e
+        if ddl:
+            self.run(f"SELECT pg_advisory_xact_lock({int(lock_id)}); " + "; ".join(ddl), None)
+
+    def run(self, sql: str, params: Any = ()) -> list[tuple]:
+        try:
+            with self.pool.connection() as c:
+                cur = c.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        except self._errors as e:
+            raise ServiceUnavailable("PostgreSQL", self._setting, self._where, e) from e
+
+    def close(self) -> None:
+        self.pool.close()

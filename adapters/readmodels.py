@@ -408,9 +408,9 @@ class PostgresReadModelStore(_SqlStore):
     def __init__(self, database_url: str, setting: str = "ATTENDWISE_DATABASE_URL", pool_size: int = 8) -> None:
         import psycopg
         from psycopg.rows import dict_row
-        from psycopg_pool import ConnectionPool
+        from psycopg_pool import ConnectionPool, PoolTimeout
 
-        self._psycopg = psycopg
+        self._unavailable = (psycopg.OperationalError, PoolTimeout)
         self.tables = {}
         self._setting, self._url = setting, database_url
         try:
@@ -428,13 +428,8 @@ class PostgresReadModelStore(_SqlStore):
         try:
             with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
-        except (self._psycopg.OperationalError, self._psycopg_pool_timeout()) as e:
+        except self._unavailable as e:
             raise ServiceUnavailable("PostgreSQL", self._setting, self._url.split("@")[-1], e) from e
-
-    def _psycopg_pool_timeout(self) -> type[Exception]:
-        from psycopg_pool import PoolTimeout
-
-        return PoolTimeout
 
     def sql_type(self, kind: str) -> str:
         return {"text": "text", "int": "bigint", "float": "double precision", "bool": "boolean", "json": "jsonb"}[kind]

@@ -79,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
         from domain.errors import DomainError
 
-        if isinstance(e, (ServiceUnavailable, UnknownProjection, DomainError)):
+        if isinstance(e, (ServiceUnavailable, UsageError, DomainError)):
             print(f"attendwise: {e}", file=sys.stderr)
             return 2
         raise
 
 
-class UnknownProjection(Exception):
-    """A name on the command line that names nothing."""
+class UsageError(Exception):
+    """The command line asks for something that is not there (a projection,
+    a user, a key): one line on stderr, exit code 2."""
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -149,7 +150,7 @@ def _selected(names: list[str], every: bool, container: object) -> list[str]:
     chosen = known if every or not names else names
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        raise UnknownProjection(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        raise UsageError(f"unknown projection(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return chosen
 
 
@@ -184,7 +185,7 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     container = build(settings)
     names = _selected(args.names, args.all, container)
     if not names:
-        raise UnknownProjection("name a projection or pass --all")
+        raise UsageError("name a projection or pass --all")
     for name in names:
         started = time.monotonic()
         with Progress(TextColumn(f"rebuild {name}"), BarColumn(), MofNCompleteColumn(),
@@ -209,11 +210,11 @@ def _keys(settings: Settings, args: argparse.Namespace) -> int:
         print(f"new active key {keyring.rotate()}; older keys keep verifying until retired")
     elif args.action == "retire":
         if not args.kid:
-            raise UnknownProjection("name the key to retire: attendwise keys retire KID")
+            raise UsageError("name the key to retire: attendwise keys retire KID")
         try:
             keyring.retire(args.kid)
         except ValueError as e:
-            raise UnknownProjection(str(e)) from None
+            raise UsageError(str(e)) from None
         print(f"{args.kid} retired")
     for kid in keyring.keys:
         print(f"{kid}{'  (active)' if kid == keyring.active else ''}")
@@ -231,7 +232,7 @@ def _admin(settings: Settings, args: argparse.Namespace) -> int:
     try:
         user_id = container.app.repository.get(EmailAddress.create_id(args.email)).user_id
     except AggregateNotFoundError:
-        raise UnknownProjection(f"no user with email {args.email}") from None
+        raise UsageError(f"no user with email {args.email}") from None
     container.app.grant_role(user_id, args.role, CommandContext.system("operator"))
     print(f"{args.email}: {args.role} granted (effective at the next sign-in or token refresh)")
     return 0

@@ -24,12 +24,12 @@ from pathlib import Path
 import psycopg
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table as RichTable
 
 from adapters.bus import JetStreamBus
 from adapters.eventstore import ApplicationEventLog, open_event_store
 from adapters.readmodels import PostgresReadModelStore
 from adapters.relay import Relay
+from bench.report import print_table
 from commands.application import stamp
 from commands.messages import CommandContext, RegisterUser
 from domain.users import User
@@ -265,12 +265,8 @@ def main() -> None:
             rows.append((f"rebuild 'users' ({n:,} events, events/s)", f"{reb:,.0f}",
                          f"{raw_read:,.0f} raw event-table reads/s", f"{reb / raw_read:.0%}", ">= 25,000/s"))
 
-    table = RichTable(title="AttendWise foundation benchmark (PostgreSQL 15, nats-server, this machine)")
-    for col in ("measure", "AttendWise", "baseline (same run)", "ratio", "target"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
+    print_table("AttendWise foundation benchmark (PostgreSQL 15, nats-server, this machine)",
+                ("measure", "AttendWise", "baseline (same run)", "ratio", "target"), rows)
 
 
 if __name__ == "__main__":

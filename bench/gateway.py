@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 import httpx
-from rich.console import Console
-from rich.table import Table
+
+from bench.report import print_table
 
 PASSWORD = "correct horse battery"
 
@@ -90,12 +90,8 @@ def main() -> None:
             for p in procs:
                 p.terminate()
                 p.wait(10)
-    table = Table(title=f"Gateway benchmark ({args.clients} concurrent clients, {args.seconds:.0f} s each)")
-    for col in ("request", "API processes", "requests/s", "p50 ms", "p99 ms"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+    print_table(f"Gateway benchmark ({args.clients} concurrent clients, {args.seconds:.0f} s each)",
+                ("request", "API processes", "requests/s", "p50 ms", "p99 ms"), rows)
 
 
 if __name__ == "__main__":

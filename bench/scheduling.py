@@ -17,9 +17,8 @@ import time
 import uuid
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
 
+from bench.report import print_table
 from adapters.eventstore import open_event_store
 from bench.foundation import fresh_database
 from commands.application import stamp
@@ -79,12 +78,8 @@ def main() -> None:
     if admin:
         with fresh_database(admin.rsplit("/", 1)[0] + "/postgres") as url, tempfile.TemporaryDirectory() as d:
             rows += run(url, Path(d))
-    table = Table(title="Scheduling benchmark")
-    for col in ("measure", "AttendWise", "baseline (same run)", "ratio"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+    print_table("Scheduling benchmark",
+                ("measure", "AttendWise", "baseline (same run)", "ratio"), rows)
 
 
 if __name__ == "__main__":

@@ -66,8 +66,6 @@ class IdentityHandlers:
         return self._pair(user_id, family)
 
     def refresh(self, refresh_token: str, ctx: CommandContext) -> TokenPair:
-        from adapters.tokens import TokenService  # noqa: F401 - the type of self.tokens
-
         claims = self.tokens.verify(refresh_token, "refresh")
         try:
             family: TokenFamily = self.repository.get(uuid.UUID(claims.family or ""))

@@ -5,9 +5,14 @@ import time."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.graph import FeedGraph
+from adapters.graph_neo4j import Neo4jFeedGraph
+from adapters.graph_sql import SQLiteFeedGraph
+from adapters.media import FileMediaStore, MediaStore, S3MediaStore
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
 from adapters.personal_data import PostgresKeyVault, SQLiteKeyVault
 from adapters.mailer import OutboxMailer
@@ -16,10 +21,13 @@ from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimite
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
 from adapters.eventstore import ApplicationEventLog, open_event_store
 from adapters.readmodels import PostgresReadModelStore, ReadModelStore, SQLiteReadModelStore
+from adapters.face import NoEnrolments, NoModelVerifier
+from adapters.tickets import TicketSigner
 from adapters.tokens import Keyring, TokenService
 from api.settings import Settings
 from commands.application import AttendWise
 from projections.catalogue import all_projections
+from projections.feed_graph import FeedGraphProjection
 from projections.projector import Projector
 
 
@@ -29,6 +37,8 @@ class Container:
     app: AttendWise
     event_log: ApplicationEventLog
     readmodels: ReadModelStore
+    graph: FeedGraph | None = None
+    media: MediaStore | None = None
     projectors: dict[str, Projector] = field(default_factory=dict)
     idempotency: IdempotencyStore | None = None
     limiter: RateLimiter | None = None
@@ -36,6 +46,8 @@ class Container:
 
     def close(self) -> None:
         self.readmodels.close()
+        if self.graph is not None:
+            self.graph.close()
         self.app.close()
 
 
@@ -46,19 +58,38 @@ def build(settings: Settings) -> Container:
                            vault=vault)
     app.credentials = (PostgresCredentialStore(settings.database_url) if settings.database_url
                        else SQLiteCredentialStore(settings.credentials_path))
-    app.tokens = TokenService(Keyring(settings.signing_keys))
+    keyring = Keyring(settings.signing_keys)
+    app.tokens, app.tickets = TokenService(keyring), TicketSigner(keyring)
+    app.verifier, app.faces = NoModelVerifier(), NoEnrolments()  # until face verification is installed
     app.mailer = OutboxMailer(settings.data_dir / "outbox")
     store: ReadModelStore = (
         PostgresReadModelStore(settings.database_url) if settings.database_url
         else SQLiteReadModelStore(settings.readmodels_path)
     )
-    c = Container(settings, app, ApplicationEventLog(app), store)
+    app.media = media_store(settings)
+    graph: FeedGraph = (Neo4jFeedGraph(settings.neo4j_uri, namespace=settings.neo4j_namespace) if settings.neo4j_uri
+                        else SQLiteFeedGraph(settings.data_dir / "graph.sqlite3"))
+    c = Container(settings, app, ApplicationEventLog(app), store, graph=graph, media=app.media)
     if settings.rate_limits:
         c.limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else InMemoryRateLimiter()
     c.idempotency = (PostgresIdempotencyStore(settings.database_url) if settings.database_url
                      else SQLiteIdempotencyStore(settings.data_dir / "idempotency.sqlite3"))
     c.projectors = {name: Projector(p, store) for name, p in all_projections().items()}
+    feed = FeedGraphProjection()
+    c.projectors[feed.name] = Projector(feed, graph)  # type: ignore[arg-type]
     return c
+
+
+def media_store(settings: Settings) -> MediaStore:
+    if settings.s3_endpoint:
+        return S3MediaStore(settings.s3_endpoint, settings.s3_access_key or "", settings.s3_secret_key or "",
+                            settings.s3_bucket)
+    secret_file = settings.data_dir / "media.secret"
+    if not secret_file.exists():  # signs the local upload and download URLs; made once
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        secret_file.write_bytes(os.urandom(32))
+        secret_file.chmod(0o600)
+    return FileMediaStore(settings.data_dir / "media", settings.base_url, secret_file.read_bytes())
 
 
 async def connect_bus(settings: Settings) -> EventBus:

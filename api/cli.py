@@ -111,9 +111,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from api.bootstrap import build
     from api.http import create_app
 
+    host, port = args.host or settings.host, args.port or settings.port
+    settings = settings.model_copy(update={"host": host, "port": port})
     container = build(settings)
     app = create_app(container, run_workers=args.workers)
-    host, port = args.host or settings.host, args.port or settings.port
     print(f"AttendWise on http://{host}:{port}  (GraphQL: /graphql, API docs: /docs, "
           f"{'embedded: ' + str(settings.data_dir) if settings.embedded else 'full stack'})", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")
@@ -196,7 +197,8 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
             def progress(pos: int, head: int) -> None:
                 bar.update(task, completed=pos, total=head, rate=pos / max(time.monotonic() - started, 1e-6))
 
-            position = rebuild(container.projectors[name].projection, container.readmodels, container.event_log,
+            projector = container.projectors[name]
+            position = rebuild(projector.projection, projector.store, container.event_log,
                                fresh=args.fresh, progress=progress)
         print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
     return 0

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import datetime as dt
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +16,14 @@ from ariadne.asgi import GraphQL
 from graphql import GraphQLError
 
 from adapters.errors import ServiceUnavailable
+from api import graphql_community
 from api.bootstrap import Container
+from api.graphql_support import after_conditions, connection, is_uuid, page_size, principal_of, user_node
 from domain.authorization import check_sees_user, check_signed_in
+from domain.communities import NotAMember
 from domain.errors import DomainError, InvalidInput, NotFound
 
-SCHEMA = (Path(__file__).parent / "schema.graphql").read_text()
-
-
-def _user(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    if row is None:
-        return None
-    return {"id": row["id"], "email": row["email"], "displayName": row["display_name"], "timeZone": row["time_zone"],
-            "registeredAt": row["registered_at"]}
+SCHEMA = "\n".join((Path(__file__).parent / f).read_text() for f in ("schema.graphql", "community.graphql"))
 
 
 class DepthLimit(ValidationRule):
@@ -46,7 +40,6 @@ class DepthLimit(ValidationRule):
                                            extensions={"code": "QUERY_TOO_DEEP"}))
 
 
-MAX_PAGE = 100
 MAX_DEPTH = 8
 MAX_COST = 5000
 
@@ -66,32 +59,6 @@ def _series(row: dict[str, Any] | None) -> dict[str, Any] | None:
             "timeZone": row["time_zone"], "start": row["start"], "durationMinutes": row["duration_minutes"],
             "openEnded": bool(row["open_ended"]), "communityId": row["community_id"], "hostIds": row["host_ids"],
             "visibility": row["visibility"], "continuedBy": row["continued_by"]}
-
-
-def _cursor(sort_key: str) -> str:
-    return base64.urlsafe_b64encode(sort_key.encode()).decode()
-
-
-def _after(cursor: str | None) -> list[tuple[str, str, Any]]:
-    if not cursor:
-        return []
-    try:
-        return [("sort_key", ">", base64.urlsafe_b64decode(cursor.encode()).decode())]
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidInput("after is not a cursor from this API", field="after") from e
-
-
-def _page_size(first: int) -> int:
-    if not 1 <= first <= MAX_PAGE:
-        raise InvalidInput(f"first must be between 1 and {MAX_PAGE}", field="first")
-    return first
-
-
-def _connection(rows: list[dict[str, Any]], first: int, to_node: Any) -> dict[str, Any]:
-    page = rows[:first]
-    return {"edges": [{"cursor": _cursor(r["sort_key"]), "node": to_node(r)} for r in page],
-            "pageInfo": {"hasNextPage": len(rows) > first,
-                         "endCursor": _cursor(page[-1]["sort_key"]) if page else None}}
 
 
 def _instant(value: str, field: str) -> str:
@@ -122,14 +89,6 @@ def format_error(error: GraphQLError, debug: bool = False) -> dict[str, Any]:
     return formatted
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-        return True
-    except ValueError:
-        return False
-
-
 class _ExpectedErrors(logging.Filter):
     """Refusals with a code (a domain error) are answers, not faults: only
     unexpected errors reach the log, with their stack."""
@@ -144,17 +103,6 @@ GRAPHQL_LOGGER = logging.getLogger("attendwise.graphql")
 GRAPHQL_LOGGER.addFilter(_ExpectedErrors())
 
 
-def _principal(info: Any, container: Container) -> Any:
-    """The signed-in caller of this request, or None (checked once per request)."""
-    ctx = info.context
-    if "principal" not in ctx:
-        auth = ctx["request"].headers.get("authorization", "")
-        ctx["principal"] = None
-        if auth.lower().startswith("bearer "):
-            ctx["principal"] = container.app.principal(auth[7:].strip())
-    return ctx["principal"]
-
-
 def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
     query = QueryType()
     user_type = ObjectType("User")
@@ -162,16 +110,16 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
 
     @query.field("me")
     def resolve_me(_: Any, info: Any) -> dict[str, Any]:
-        who = _principal(info, container)
+        who = principal_of(info, container)
         check_signed_in(who.user_id if who else None, who.roles if who else ())
         row = container.readmodels.get("users", str(who.user_id))
         if row is None:
             raise NotFound("your account is not in the read model yet; retry in a moment")
-        return _user(row)  # type: ignore[return-value]
+        return user_node(row)  # type: ignore[return-value]
 
     @user_type.field("email")
     def resolve_email(user: dict[str, Any], info: Any) -> str | None:
-        who = _principal(info, container)
+        who = principal_of(info, container)
         check_sees_user(who.user_id if who else None, who.roles if who else (), user["id"])
         return user["email"]
 
@@ -187,52 +135,59 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
 
     @query.field("user")
     def resolve_user(_: Any, info: Any, id: str) -> dict[str, Any] | None:
-        return _user(container.readmodels.get("users", id)) if _is_uuid(id) else None
+        return user_node(container.readmodels.get("users", id)) if is_uuid(id) else None
 
     series_type = ObjectType("Series")
 
     @query.field("series")
     def resolve_series(_: Any, info: Any, id: str) -> dict[str, Any] | None:
-        return _series(container.readmodels.get("series", id)) if _is_uuid(id) else None
+        return _series(container.readmodels.get("series", id)) if is_uuid(id) else None
 
     @series_type.field("sessions")
     def resolve_series_sessions(series: dict[str, Any], info: Any, first: int = 50,
                                 after: str | None = None) -> dict[str, Any]:
-        n = _page_size(first)
+        n = page_size(first)
         rows = container.readmodels.rows("sessions", where={"series_id": series["id"]}, order_by="sort_key",
-                                         limit=n + 1, conditions=_after(after))
-        return _connection(rows, n, _session)
+                                         limit=n + 1, conditions=after_conditions(after))
+        return connection(rows, n, _session)
 
     @query.field("session")
     def resolve_session(_: Any, info: Any, id: str) -> dict[str, Any] | None:
-        row = container.readmodels.get("sessions", id) if _is_uuid(id) else None
+        row = container.readmodels.get("sessions", id) if is_uuid(id) else None
         return _session(row) if row else None
 
     @query.field("communitySessions")
     def resolve_community_sessions(_: Any, info: Any, communityId: str, to: str, first: int = 50,
                                    after: str | None = None, **kw: Any) -> dict[str, Any]:
-        n = _page_size(first)
+        n = page_size(first)
+        community = container.readmodels.get("communities", communityId) if is_uuid(communityId) else None
+        if community is not None and community["visibility"] != "public":
+            who = principal_of(info, container)
+            standing = container.readmodels.get("members", f"{communityId}:{who.user_id}") if who else None
+            if not (standing and standing["status"] == "member"):
+                raise NotAMember("this community is private: join it to see its sessions")
         frm, until = _instant(kw["from"], "from"), _instant(to, "to")
         rows = container.readmodels.rows(
             "sessions", where={"community_id": communityId, "visibility": "public"}, order_by="sort_key",
-            limit=n + 1, conditions=[("start", ">=", frm), ("start", "<", until), *_after(after)])
-        return _connection(rows, n, _session)
+            limit=n + 1, conditions=[("start", ">=", frm), ("start", "<", until), *after_conditions(after)])
+        return connection(rows, n, _session)
 
     @query.field("upcomingSessions")
     def resolve_upcoming(_: Any, info: Any, userId: str, first: int = 20, after: str | None = None) -> dict[str, Any]:
-        who = _principal(info, container)
+        who = principal_of(info, container)
         check_sees_user(who.user_id if who else None, who.roles if who else (), userId)
-        n = _page_size(first)
+        n = page_size(first)
         now = container.clock().isoformat()
         hosted = container.readmodels.rows(
             "session_hosts", where={"user_id": userId, "status": "scheduled"}, order_by="sort_key", limit=n + 1,
-            conditions=[("sort_key", ">", now), *_after(after)])
+            conditions=[("sort_key", ">", now), *after_conditions(after)])
         found = {r["id"]: r for r in container.readmodels.rows(
             "sessions", conditions=[("id", "in", [h["session_id"] for h in hosted])])}
         rows = [found[h["session_id"]] for h in hosted if h["session_id"] in found]
-        return _connection(rows, n, _session)
+        return connection(rows, n, _session)
 
-    schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type)
+    community_types = graphql_community.bind(query, user_type, container)
+    schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type, *community_types)
     return GraphQL(schema, debug=False, error_formatter=format_error, introspection=introspection,
                    logger=GRAPHQL_LOGGER.name,
                    validation_rules=lambda _ctx, _doc, data: [

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import ServiceUnavailable
 from adapters.idempotency import fingerprint
+from adapters.media import FileMediaStore
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
 from api.auth_routes import router as auth_router
@@ -28,9 +29,14 @@ from api.deps import Deps
 from api.limits import buckets
 from api.graphql import graphql_app
 from api.jobs import extend_horizons
+from api.attendance_routes import MAX_PHOTO_BYTES
+from api.attendance_routes import router as attendance_router
+from api.community_routes import router as community_router
+from api.media_routes import router as media_router
 from api.scheduling_routes import router as scheduling_router
 from commands.messages import CommandContext, RegisterUser
 from domain.errors import DomainError
+from domain.media import PURPOSES
 
 log = structlog.get_logger("api")
 PROBLEM = "application/problem+json"
@@ -85,6 +91,8 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
         tasks: list[asyncio.Task[None]] = []
         threads: list[threading.Thread] = []
         bus = None
+        if container.media is not None:
+            await asyncio.to_thread(container.media.install)  # the bucket (or folder) for uploads
         if in_process:
             for p in container.projectors.values():
                 t = threading.Thread(target=p.follow, args=(container.event_log, stop_threads.is_set),
@@ -120,6 +128,10 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     async def body_size_limit(request: Request, call_next: Any) -> Any:
         declared = request.headers.get("content-length")
         limit = settings.max_body_bytes
+        if request.url.path == "/media/upload":  # an image upload: its signed form carries its own limit
+            limit = max(PURPOSES.values()) + 64 * 1024
+        elif request.url.path == "/checkin":  # a ticket and a photo
+            limit = MAX_PHOTO_BYTES + 64 * 1024
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
         if declared is None and request.method in ("POST", "PUT", "PATCH"):
@@ -265,6 +277,11 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     app.include_router(scheduling_router)
     app.include_router(auth_router)
+    app.include_router(community_router)
+    app.include_router(attendance_router)
+    if isinstance(container.media, FileMediaStore):  # the embedded default: uploads come to this API
+        app.state.media = container.media
+        app.include_router(media_router)
     gql = graphql_app(container, introspection=settings.graphql_introspection)
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)

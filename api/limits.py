@@ -12,6 +12,7 @@ EVERY_REQUEST_PER_TOKEN = Limit(rate=20, burst=40)
 LOGIN_PER_IP = Limit.per_minute(20)
 LOGIN_PER_USERNAME = Limit.per_minute(5)  # brute force against one account
 REGISTER_PER_IP = Limit.per_minute(10)
+CHECKIN_PER_SCANNER = Limit(rate=5, burst=30)  # one scanner admits about one person a second; bursts at the door
 
 
 def buckets(method: str, path: str, ip: str, authorization: str | None) -> list[tuple[str, Limit]]:
@@ -22,6 +23,8 @@ def buckets(method: str, path: str, ip: str, authorization: str | None) -> list[
         out.append((f"cred:{hashlib.sha256(authorization.encode()).hexdigest()[:32]}", EVERY_REQUEST_PER_TOKEN))
     if method == "POST" and path == "/auth/token":
         out.append((f"login-ip:{ip}", LOGIN_PER_IP))
+    if method == "POST" and path == "/checkin" and authorization:
+        out.append((f"checkin:{hashlib.sha256(authorization.encode()).hexdigest()[:32]}", CHECKIN_PER_SCANNER))
     if method == "POST" and path == "/users":
         out.append((f"register-ip:{ip}", REGISTER_PER_IP))
     return out

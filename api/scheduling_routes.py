@@ -14,7 +14,7 @@ from api.ical import calendar
 from commands.messages import (CancelSession, ChangeSeriesRule, ChangeSession, ChangeThisAndFollowing,
                                ScheduleSeries)
 from commands.scheduling import ScheduleOutcome
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, NotFound
 
 router = APIRouter(tags=["scheduling"])
 MAX_DATES = 1000
@@ -148,6 +148,11 @@ ICS = {200: {"content": {"text/calendar": {}}, "description": "an iCalendar feed
 
 @router.get("/communities/{community_id}/calendar.ics", response_class=Response, responses=ICS)
 def community_calendar(community_id: uuid.UUID, c: Deps) -> Response:
+    """A public community's public sessions (a calendar URL carries no sign-in,
+    so a private community has none)."""
+    community = c.readmodels.get("communities", str(community_id))
+    if community is not None and community["visibility"] != "public":
+        raise NotFound(f"no public community {community_id}")
     rows = c.readmodels.rows("sessions", where={"community_id": str(community_id), "visibility": "public"},
                              order_by="sort_key", limit=5000)
     return Response(calendar(f"AttendWise community {community_id}", rows, c.clock()), media_type="text/calendar")

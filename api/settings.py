@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +19,13 @@ class Settings(BaseSettings):
     nats_url: str | None = Field(None, description="NATS URL (JetStream); unset: the in-process bus")
     nats_namespace: str = Field("", pattern=r"^[a-z0-9_]*$", description="Keeps deployments apart on one NATS server: stream ATTENDWISE_<NS>, subjects <ns>.attendwise.>")
     neo4j_uri: str | None = Field(None, description="Neo4j Bolt URI for the feed graph; unset: embedded graph")
-    s3_endpoint: str | None = Field(None, description="S3 API endpoint for media; unset: local files")
+    neo4j_namespace: str = Field("attendwise", pattern=r"^[a-z0-9_]+$", description="Keeps deployments apart on one Neo4j database")
+    s3_endpoint: str | None = Field(None, description="S3 API endpoint for media (MinIO); unset: files under data_dir/media")
+    s3_access_key: str | None = Field(None, description="S3 access key (required with ATTENDWISE_S3_ENDPOINT)")
+    s3_secret_key: str | None = Field(None, repr=False, description="S3 secret key (required with ATTENDWISE_S3_ENDPOINT)")
+    s3_bucket: str = Field("attendwise-media", description="Bucket for avatars and post images")
+    public_url: str | None = Field(None, description="The API's address as clients reach it (local media URLs); "
+                                   "default http://<host>:<port>")
     redis_url: str | None = Field(None, description="Redis URL for shared rate limits; unset: in memory")
     keys_dir: Path | None = Field(None, description="Token signing keys (Ed25519 PEM files + `active`); default "
                                   "<data_dir>/keys. API processes that share users must share this folder")
@@ -35,6 +41,16 @@ class Settings(BaseSettings):
     group_commit: bool = Field(True, description="Coalesce concurrent commands into one PostgreSQL transaction")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @model_validator(mode="after")
+    def _s3_credentials(self) -> "Settings":
+        if self.s3_endpoint and not (self.s3_access_key and self.s3_secret_key):
+            raise ValueError("ATTENDWISE_S3_ENDPOINT needs ATTENDWISE_S3_ACCESS_KEY and ATTENDWISE_S3_SECRET_KEY")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def embedded(self) -> bool:

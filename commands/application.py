@@ -13,6 +13,8 @@ from typing import Any
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import IntegrityError
 
+from commands.attendance import AttendanceHandlers
+from commands.community import CommunityHandlers
 from commands.identity import IdentityHandlers
 from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
@@ -22,7 +24,8 @@ from domain.users import EmailAddress, User
 APPLICATION_NAME = "AttendWise"
 
 
-class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
+class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, AttendanceHandlers,
+                 Application[uuid.UUID]):
     name = APPLICATION_NAME
 
     def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None,
@@ -34,6 +37,10 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, Application[uuid.UUID]):
         self._mapper_factory = mapper_factory
         self.credentials, self.tokens = credentials, tokens
         self.mailer: Any = None
+        self.media: Any = None  # MediaStore
+        self.tickets: Any = None  # TicketSigner
+        self.verifier: Any = None  # FaceVerifier
+        self.faces: Any = None  # FaceTemplates
         self.vault = getattr(mapper_factory, "keywords", {}).get("vault")
         super().__init__(env=env)
 

@@ -105,3 +105,173 @@ class ChangeThisAndFollowing:
     title: str | None = None
     location: dict | None = None
     capacity: int | None = None
+
+
+# ------------------------------------------------------------------ communities
+@dataclass(frozen=True)
+class CreateCommunity:
+    name: str
+    description: str = ""
+    visibility: str = "public"
+
+
+@dataclass(frozen=True)
+class EditCommunity:
+    community_id: uuid.UUID
+    name: str | None = None
+    description: str | None = None
+    visibility: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinCommunity:
+    community_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class LeaveCommunity:
+    community_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class DecideJoinRequest:
+    community_id: uuid.UUID
+    user_id: uuid.UUID
+    approve: bool
+
+
+@dataclass(frozen=True)
+class BanMember:
+    community_id: uuid.UUID
+    user_id: uuid.UUID
+    reason: str = ""
+    lift: bool = False  # True: lift the ban
+
+
+@dataclass(frozen=True)
+class ChangeMemberRole:
+    community_id: uuid.UUID
+    user_id: uuid.UUID
+    role: str
+
+
+@dataclass(frozen=True)
+class PublishPost:
+    community_id: uuid.UUID
+    text: str
+    media: list[str] = field(default_factory=list)  # confirmed upload ids
+
+
+@dataclass(frozen=True)
+class EditPost:
+    post_id: uuid.UUID
+    text: str | None = None
+    media: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class DeletePost:
+    post_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class WriteComment:
+    post_id: uuid.UUID
+    text: str
+    parent_id: uuid.UUID | None = None  # the comment replied to
+
+
+@dataclass(frozen=True)
+class DeleteComment:
+    comment_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class LikePost:
+    post_id: uuid.UUID
+    like: bool = True  # False: unlike
+
+
+@dataclass(frozen=True)
+class FollowUser:
+    user_id: uuid.UUID
+    follow: bool = True  # False: unfollow
+
+
+@dataclass(frozen=True)
+class BlockUser:
+    user_id: uuid.UUID
+    block: bool = True  # False: unblock
+
+
+# ------------------------------------------------------------------ media
+@dataclass(frozen=True)
+class RequestUpload:
+    purpose: str  # "avatar" or "post_image"
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ConfirmUpload:
+    upload_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ChangeAvatar:
+    upload_id: uuid.UUID | None  # None removes the avatar
+
+
+# ------------------------------------------------------------------ attendance
+@dataclass(frozen=True)
+class ReservePlace:
+    session_id: uuid.UUID
+    scope: str = "session"  # "session", "following" (this and all following) or "series"
+
+
+@dataclass(frozen=True)
+class GiveUpPlace:
+    session_id: uuid.UUID
+    scope: str = "session"
+
+
+@dataclass(frozen=True)
+class SetCheckInPolicy:
+    session_id: uuid.UUID
+    policy: str  # "face" or "qr"
+    opens_minutes: int = 60
+    closes_minutes: int = 60
+
+
+@dataclass(frozen=True)
+class Scan:
+    """A ticket shown at a scanner (and, for face check-in, a fresh photo)."""
+
+    token: str
+    device_id: str
+    gate: str = "main"
+    direction: str = "in"  # "in" or "out"
+    scanned_at: datetime.datetime | None = None  # the device's clock; required for offline scans
+    image: bytes | None = field(default=None, repr=False)
+    offline: bool = False
+    session_id: uuid.UUID | None = None  # the session the scanner admits to; a ticket for another is refused
+
+
+@dataclass(frozen=True)
+class MarkAttendance:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    present: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class AnnulCheckIn:
+    checkin_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResolveConflict:
+    checkin_id: uuid.UUID
+    accept: bool

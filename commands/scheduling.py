@@ -10,9 +10,11 @@ from typing import Any
 
 from eventsourcing.application import AggregateNotFoundError
 
+from commands.loading import Loader
 from commands.messages import (CancelSession, ChangeSeriesRule, ChangeSession, ChangeThisAndFollowing,
                                CommandContext, ScheduleSeries)
 from domain.authorization import check_is_host
+from domain.communities import Community, Membership, check_community_host, membership_id
 from domain.errors import InvalidInput, NotFound
 from domain.recurrence import HORIZON, Recurrence, check_recurrence, rule_parts
 from domain.scheduling import Series, Session, session_id
@@ -30,7 +32,7 @@ class ScheduleOutcome:
     new_series_id: uuid.UUID | None = None
 
 
-class SchedulingHandlers:
+class SchedulingHandlers(Loader):
     """Mixed into the `AttendWise` application."""
 
     repository: Any
@@ -38,6 +40,9 @@ class SchedulingHandlers:
 
     def schedule_series(self, cmd: ScheduleSeries, ctx: CommandContext, now: dt.datetime) -> ScheduleOutcome:
         check_is_host(ctx.user_id, ctx.roles, [str(h) for h in cmd.host_ids])  # a host schedules for themselves
+        if cmd.community_id is not None:  # in a community: its hosts and admins schedule
+            community = self._get(uuid.UUID(str(cmd.community_id)), Community, "community")
+            check_community_host(ctx.user_id, ctx.roles, self._find(membership_id(community.id, ctx.user_id), Membership))
         rec = Recurrence(cmd.start, cmd.time_zone, dt.timedelta(minutes=cmd.duration_minutes), cmd.rule,
                          tuple(cmd.exdates), tuple(cmd.rdates))
         series = Series(**Series.plan(cmd.title, cmd.community_id, cmd.host_ids, rec, cmd.location,
@@ -51,15 +56,6 @@ class SchedulingHandlers:
 
     def get_session(self, sid: uuid.UUID) -> Session:
         return self._get(sid, Session, "session")
-
-    def _get(self, aggregate_id: uuid.UUID, kind: type, name: str) -> Any:
-        try:
-            agg = self.repository.get(aggregate_id)
-        except AggregateNotFoundError as e:
-            raise NotFound(f"no {name} {aggregate_id}") from e
-        if not isinstance(agg, kind):
-            raise NotFound(f"no {name} {aggregate_id}")
-        return agg
 
     def _existing_sessions(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Session]:
         found = {}

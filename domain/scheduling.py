@@ -292,14 +292,46 @@ class Session(AttendWiseAggregate):
         self.cancelled = True
 
     class AttendanceRecorded(Aggregate.Event):
-        """Someone attended: from then on no rule change may remove this session."""
+        """The first person attended: from then on no rule change may remove
+        this session. (Recorded once, so check-ins do not contend on the session.)"""
 
     def record_attendance(self) -> None:
-        self._attendance_recorded()
+        if not self.attendance:
+            self._attendance_recorded()
 
     @event(AttendanceRecorded)
     def _attendance_recorded(self) -> None:
         self.attendance += 1
+
+    class CheckInPolicySet(Aggregate.Event):
+        """How members check in: `face` (QR ticket and a matching face) or
+        `qr` (ticket only), from `opens_minutes` before the start until
+        `closes_minutes` after the end."""
+
+        policy: str
+        opens_minutes: int
+        closes_minutes: int
+
+    def set_checkin_policy(self, policy: str, opens_minutes: int, closes_minutes: int) -> None:
+        from domain.attendance import check_policy
+
+        if not (0 <= opens_minutes <= 24 * 60 and 0 <= closes_minutes <= 24 * 60):
+            raise InvalidInput("the window opens and closes at most 24 hours around the session", field="window")
+        self._checkin_policy_set(check_policy(policy), opens_minutes, closes_minutes)
+
+    @event(CheckInPolicySet)
+    def _checkin_policy_set(self, policy: str, opens_minutes: int, closes_minutes: int) -> None:
+        self.__dict__["checkin_policy"] = (policy, opens_minutes, closes_minutes)
+
+    @property
+    def checkin_policy(self) -> tuple[str, int, int]:
+        """(policy, minutes open before the start, minutes open after the end)."""
+        return self.__dict__.get("checkin_policy", ("face", 60, 60))
+
+    @property
+    def checkin_window(self) -> tuple[dt.datetime, dt.datetime]:
+        _, before, after = self.checkin_policy
+        return self.start - dt.timedelta(minutes=before), self.end + dt.timedelta(minutes=after)
 
     def check_changeable(self, now: dt.datetime) -> None:
         if self.cancelled:

@@ -134,6 +134,23 @@ class User(AttendWiseAggregate):
     def deleted(self) -> bool:
         return self.__dict__.get("deleted", False)
 
+    class AvatarChanged(Aggregate.Event):
+        """`upload_id` names a confirmed image upload; None removes the avatar."""
+
+        upload_id: str | None
+
+    def change_avatar(self, upload_id: str | None) -> None:
+        if upload_id != self.avatar_upload_id:
+            self._avatar_changed(upload_id)
+
+    @event(AvatarChanged)
+    def _avatar_changed(self, upload_id: str | None) -> None:
+        self.__dict__["avatar_upload_id"] = upload_id
+
+    @property
+    def avatar_upload_id(self) -> str | None:
+        return self.__dict__.get("avatar_upload_id")
+
     class RoleGranted(Aggregate.Event):
         role: str
 

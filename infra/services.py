@@ -319,4 +319,6 @@ def env_exports() -> str:
         value = s.url() if (s.name != "postgres" or (services_dir() / "postgres.password").exists()) else ""
         if value:
             lines.append(f"export {ENV_NAMES[s.name]}='{value}'")
+        if value and s.name == "s3":  # moto takes any credentials
+            lines += ["export ATTENDWISE_S3_ACCESS_KEY='attendwise'", "export ATTENDWISE_S3_SECRET_KEY='attendwise-secret'"]
     return "\n".join(lines)

@@ -76,6 +76,19 @@ def nats_namespace(nats_url: str) -> Iterator[str]:
     asyncio.run(drop())
 
 
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """The S3 API (moto's server) that infra/ starts; any credentials work."""
+    need("s3")
+    return f"http://{services.HOST}:{services.PORTS['s3']}"
+
+
 @pytest.fixture
 def sqlite_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def neo4j_uri() -> str:
+    need("neo4j")
+    return f"bolt://{services.HOST}:{services.PORTS['neo4j']}"

@@ -26,8 +26,11 @@ class Stack(str):
 @pytest.fixture(params=["embedded", "full"])
 def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
     port = free_port()
-    env = {"ATTENDWISE_DATA_DIR": str(tmp_path / "data"), "ATTENDWISE_LOG_FORMAT": "json"}
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path / "data"), "ATTENDWISE_LOG_FORMAT": "json",
+           "ATTENDWISE_PUBLIC_URL": f"http://127.0.0.1:{port}"}
     procs: list[Proc] = []
+    marker = request.node.get_closest_marker("stack_env")  # e.g. @pytest.mark.stack_env(ATTENDWISE_RATE_LIMITS="false")
+    env |= marker.kwargs if marker else {}
     if request.param == "full":
         need("neo4j")
         need("s3")
@@ -35,7 +38,10 @@ def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
                 "ATTENDWISE_NATS_URL": request.getfixturevalue("nats_url"),
                 "ATTENDWISE_NATS_NAMESPACE": request.getfixturevalue("nats_namespace"),
                 "ATTENDWISE_NEO4J_URI": f"bolt://{services.HOST}:{services.PORTS['neo4j']}",
-                "ATTENDWISE_S3_ENDPOINT": f"http://{services.HOST}:{services.PORTS['s3']}"}
+                "ATTENDWISE_NEO4J_NAMESPACE": request.getfixturevalue("nats_namespace"),
+                "ATTENDWISE_S3_ENDPOINT": f"http://{services.HOST}:{services.PORTS['s3']}",
+                "ATTENDWISE_S3_ACCESS_KEY": "attendwise", "ATTENDWISE_S3_SECRET_KEY": "attendwise-secret",
+                "ATTENDWISE_S3_BUCKET": f"media-{request.getfixturevalue('nats_namespace')}"}
         procs += [Proc(["relay"], env, tmp_path / "relay.log").start(),
                   Proc(["project"], env, tmp_path / "project.log").start()]
     api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()

@@ -50,5 +50,18 @@ def test_the_readme_example_works_on_the_embedded_default(tmp_path: Path) -> Non
         promised = re.search(r'# (\{"series_id".*)', README).group(1)
         assert f'"description": "{series.json()["description"]}"' in promised
         assert f'"added": {series.json()["added"]}' in promised
+
+        auth = {"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        community = httpx.post(base + "/communities", headers=auth, json=json.loads(
+            re.search(r"curl -s -XPOST localhost:8000/communities -H.*?-d '(.*?)'", README, re.S).group(1)))
+        assert community.status_code == 201, community.text
+        post_json = re.search(r"curl -s -XPOST localhost:8000/communities/<community>/posts .*?-d '(.*?)'",
+                              README, re.S).group(1)
+        cid = community.json()["id"]
+        assert httpx.post(f"{base}/communities/{cid}/posts", headers=auth, json=json.loads(post_json)).status_code == 201
+        feed_query = json.loads(re.findall(r"curl -s localhost:8000/graphql -H \"Authorization.*?-d '(.*?)'",
+                                           README, re.S)[0])
+        feed = eventually(lambda: httpx.post(base + "/graphql", json=feed_query, headers=auth).json()["data"]["feed"]["edges"])
+        assert feed[0]["node"]["text"] == json.loads(post_json)["text"]
     finally:
         api.stop()

@@ -11,7 +11,6 @@ from icalendar import Calendar
 from tests.e2e.conftest import Stack, gql
 from tests.processes import eventually
 
-COMMUNITY = str(uuid.uuid4())
 PASSWORD = "correct horse battery"
 YEAR = 2037  # in the future (the API runs on the real clock); its calendar is 2026's: 6 January is a Tuesday
 
@@ -30,7 +29,7 @@ def sign_up(base: str, email: str) -> tuple[str, dict[str, str]]:
 
 
 def create(base: str, host: tuple[str, dict[str, str]], **overrides: object) -> httpx.Response:
-    body = {"title": "Tuesday run", "host_ids": [host[0]], "community_id": COMMUNITY, "start": f"{YEAR}-01-06T18:00:00",
+    body = {"title": "Tuesday run", "host_ids": [host[0]], "start": f"{YEAR}-01-06T18:00:00",
             "time_zone": "Europe/Berlin", "duration_minutes": 90, "rule": "FREQ=WEEKLY;BYDAY=TU;COUNT=8",
             "location": {"name": "Park gate", "address": "Main St 1", "lat": 52.52, "lon": 13.40}, "capacity": 20}
     body.update(overrides)
@@ -53,7 +52,8 @@ def all_sessions(base: str, series_id: str) -> list[dict]:
 def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
     host = sign_up(base_url, "host@example.org")
     HOST, auth = host
-    r = create(base_url, host)
+    COMMUNITY = httpx.post(base_url + "/communities", json={"name": "Runners"}, headers=auth, timeout=30).json()["id"]
+    r = create(base_url, host, community_id=COMMUNITY)
     assert r.status_code == 201, r.text
     out = r.json()
     assert out["description"] == "Every Tuesday at 18:00, 8 times" and out["added"] == 8

@@ -1,0 +1,68 @@
+"""Face verification: the port the check-in flow calls, and where enrolled
+templates come from.
+
+`FaceVerifier.verify(template, image)` compares a fresh photo with a member's
+enrolled template and returns a `FaceVerdict` (match or not, with distance,
+threshold, confidence, model name and version), or raises `NoFace` /
+`SeveralFaces` for a photo it cannot use, or `VerifierUnavailable` when it
+cannot answer now (the attempt then waits as pending; it is never accepted
+without an answer).
+
+Until a model is installed (the face-verification issue), `NoModelVerifier`
+refuses every face with reason `NO_MODEL`: the flow stays honest, never open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from domain.errors import DomainError
+
+
+@dataclass(frozen=True)
+class FaceVerdict:
+    match: bool
+    reason: str  # "OK", or why not: "FACE_MISMATCH", "NO_MODEL", ...
+    distance: float | None = None
+    threshold: float | None = None
+    confidence: float | None = None
+    model: str | None = None
+    model_version: str | None = None
+
+
+class NoFace(DomainError):
+    code = "NO_FACE"
+    status = 422
+
+
+class SeveralFaces(DomainError):
+    code = "SEVERAL_FACES"
+    status = 422
+
+
+class VerifierUnavailable(Exception):
+    """The verifier cannot answer now (down, overloaded, timed out)."""
+
+
+class FaceVerifier(Protocol):
+    def verify(self, template: bytes, image: bytes) -> FaceVerdict: ...
+
+
+class FaceTemplates(Protocol):
+    def template(self, user_id: str) -> bytes | None:
+        """The member's enrolled face template, or None if not enrolled."""
+
+
+class NoModelVerifier:
+    """Refuses every face: no model is installed."""
+
+    def verify(self, template: bytes, image: bytes) -> FaceVerdict:
+        return FaceVerdict(match=False, reason="NO_MODEL", model=None)
+
+
+class NoEnrolments:
+    """Nobody is enrolled until enrolment exists."""
+
+    def template(self, user_id: str) -> bytes | None:
+        return None

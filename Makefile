@@ -25,8 +25,8 @@ test: install
 	eval "$$($(AW) services env)"; ATTENDWISE_REQUIRE_SERVICES=1 $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
-	$(AW) services up postgres nats
-	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway
+	$(AW) services up postgres nats neo4j
+	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway && $(PY) -m bench.feed
 
 clean:
 	rm -rf $(VENV) .attendwise *.egg-info

@@ -68,7 +68,7 @@ def build(settings: Settings) -> Container:
     )
     app.media = media_store(settings)
     graph: FeedGraph = (Neo4jFeedGraph(settings.neo4j_uri, namespace=settings.neo4j_namespace) if settings.neo4j_uri
-                        else SQLiteFeedGraph(settings.data_dir / "graph.sqlite3"))
+                        else SQLiteFeedGraph(settings.readmodels_path))  # embedded: g_ tables beside the read models
     c = Container(settings, app, ApplicationEventLog(app), store, graph=graph, media=app.media)
     if settings.rate_limits:
         c.limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else InMemoryRateLimiter()

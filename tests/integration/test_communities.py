@@ -252,3 +252,22 @@ def test_images_are_uploaded_straight_to_storage_and_used_only_once_confirmed(wo
     w.call("ada", "PUT", "/me/avatar", 204, json={"upload_id": avatar["upload_id"]})
     avatar_url = w.gql("ada", "{ me { avatarUrl } }")["data"]["me"]["avatarUrl"]
     assert w.client.get(avatar_url).content == image
+
+
+def test_a_page_of_posts_with_authors_communities_and_counts_costs_a_constant_number_of_queries(world: World) -> None:
+    w = world
+    w.person("ada")
+    club = w.call("ada", "POST", "/communities", 201, json={"name": "Writers"})["id"]
+    q = """query($id: ID!, $n: Int!) { community(id: $id) { memberCount posts(first: $n) { edges { node {
+             text likeCount commentCount viewerLikes author { displayName } community { name } } } } } }"""
+
+    def queries_for(n: int) -> int:
+        w.gql("ada", q, id=club, n=n)  # settles the projectors first
+        before = w.c.readmodels.queries
+        body = w.gql("ada", q, id=club, n=n)
+        assert len(body["data"]["community"]["posts"]["edges"]) == n
+        return w.c.readmodels.queries - before
+    for i in range(12):
+        post = w.call("ada", "POST", f"/communities/{club}/posts", 201, json={"text": f"chapter {i}"})["id"]
+        w.call("ada", "PUT", f"/posts/{post}/like", 204)
+    assert queries_for(2) == queries_for(12)  # batched: not one query per post

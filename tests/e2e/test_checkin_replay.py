@@ -5,6 +5,7 @@ used, and the log holds exactly one use of the nonce."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,27 @@ from api.settings import Settings
 from domain.scheduling import session_id as sid_of
 from tests.e2e.conftest import Stack
 from tests.e2e.test_scheduling_api import sign_up
+
+
+async def verdicts_on_jetstream(url: str, namespace: str, expected: int) -> dict[str, int]:
+    """Counts check-in verdicts on the stream (subjects
+    `<ns>.attendwise.checkin.CheckInSucceeded` / `...CheckInFailed`)."""
+    import nats
+    from nats.js.api import ConsumerConfig, DeliverPolicy
+
+    nc = await nats.connect(url)
+    counts = {"CheckInSucceeded": 0, "CheckInFailed": 0}
+    try:
+        sub = await nc.jetstream().subscribe(f"{namespace}.attendwise.checkin.*", ordered_consumer=True,
+                                             config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+        while sum(counts.values()) < expected:
+            msg = await sub.next_msg(timeout=20)
+            kind = msg.subject.rsplit(".", 1)[1]
+            if kind in counts:
+                counts[kind] += 1
+    finally:
+        await nc.close()
+    return counts
 
 
 @pytest.mark.stack_env(ATTENDWISE_RATE_LIMITS="false")  # the door is hammered on purpose
@@ -53,5 +75,9 @@ def test_one_ticket_scanned_a_hundred_times_at_once_admits_once(base_url: Stack)
         failed = [e for e in container.event_log.read(0, 100_000)
                   if e.event_type == "CheckInFailed" and e.data["reason"] == "TICKET_ALREADY_USED"]
         assert len(failed) == 99  # every refused attempt is on the record too
+        if base_url.mode == "full":  # and the verdicts reach JetStream for other services
+            ns = base_url.env["ATTENDWISE_NATS_NAMESPACE"]
+            assert asyncio.run(verdicts_on_jetstream(base_url.env["ATTENDWISE_NATS_URL"], ns, 100)) == {
+                "CheckInSucceeded": 1, "CheckInFailed": 99}
     finally:
         container.close()

@@ -1,0 +1,199 @@
+"""Check-in benchmark: QR-only check-ins per second and p50/p99 latency end to
+end through HTTP (`POST /checkin`: ticket signature, one-time nonce as an
+event, presence, all in one group-committed transaction), on the full stack
+(PostgreSQL, JetStream, API, relay and projector as processes); and the
+latency from a check-in's commit to its change on a host's live dashboard
+(WebSocket), when the dashboard exists.
+
+    python -m bench.checkin [--members 3000] [--clients 32] [--api 1]
+
+Members, places and tickets are prepared in-process through the application
+(not timed). The baseline, measured in the same run, is `GET /healthz`
+through the same HTTP stack. Face check-in is measured once a face model is
+installed (the face-verification issue): until then every face attempt is
+refused before any model runs, which would measure nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from rich.progress import track
+
+from api.bootstrap import build
+from api.settings import Settings
+from bench.report import print_table
+from commands.messages import CommandContext, RegisterUser, ReservePlace, ScheduleSeries, SetCheckInPolicy
+from domain.scheduling import session_id
+
+PASSWORD = "correct horse battery"
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "api.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def quantiles(values: list[float]) -> tuple[float, float]:
+    q = statistics.quantiles(values, n=100)
+    return q[49], q[98]
+
+
+async def load(urls: list[str], requests: list[dict], headers: dict[str, str], clients: int,
+               path: str) -> tuple[float, list[float], list[tuple[float, dict]]]:
+    """POSTs every request (or GETs `path` when requests are empty dicts)
+    with `clients` concurrent clients; returns (per second, latencies, answers)."""
+    queue: asyncio.Queue = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    latencies: list[float] = []
+    answers: list[tuple[float, dict]] = []
+
+    async def client(i: int) -> None:
+        async with httpx.AsyncClient(base_url=urls[i % len(urls)], timeout=60, headers=headers) as http:
+            while not queue.empty():
+                form = queue.get_nowait()
+                t = time.perf_counter()
+                r = await (http.post(path, data=form) if form else http.get(path))
+                done = time.perf_counter()
+                assert r.status_code == 200, r.text
+                latencies.append(done - t)
+                if form:
+                    answers.append((time.time(), r.json()))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return len(requests) / (time.perf_counter() - started), latencies, answers
+
+
+async def watch_dashboard(url: str, session: str, token: str, seen: dict[str, float], stop: asyncio.Event) -> bool:
+    """Records when each check-in's change reaches a live dashboard; False if there is none."""
+    import websockets
+
+    ws_url = url.replace("http", "ws") + f"/sessions/{session}/live?access_token={token}"
+    try:
+        async with websockets.connect(ws_url) as ws:
+            while not stop.is_set():
+                try:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                except asyncio.TimeoutError:
+                    continue
+                checkin = (msg.get("change") or msg).get("checkin_id")
+                if msg.get("type") == "change" and checkin:
+                    seen.setdefault(checkin, time.time())
+    except (OSError, websockets.exceptions.InvalidStatus, websockets.exceptions.InvalidHandshake):
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.checkin")
+    parser.add_argument("--members", type=int, default=3000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--api", type=int, default=1, help="API processes")
+    args = parser.parse_args()
+    database_url, nats_url = os.environ.get("ATTENDWISE_DATABASE_URL"), os.environ.get("ATTENDWISE_NATS_URL")
+    if not (database_url and nats_url):
+        raise SystemExit("the full stack is needed: eval \"$(attendwise services env)\" first")
+    import psycopg
+
+    db = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db}"')
+    url_db = database_url.rsplit("/", 1)[0] + "/" + db
+    with tempfile.TemporaryDirectory() as d:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATTENDWISE_")}
+        env |= {"ATTENDWISE_DATA_DIR": d, "ATTENDWISE_DATABASE_URL": url_db, "ATTENDWISE_NATS_URL": nats_url,
+                "ATTENDWISE_NATS_NAMESPACE": db, "ATTENDWISE_RATE_LIMITS": "false",
+                "ATTENDWISE_LOG_LEVEL": "warning"}
+        ports = [18801 + i for i in range(args.api)]
+        procs = [spawn(["serve", "--port", str(p)], env) for p in ports]
+        procs += [spawn(["relay"], env), spawn(["project"], env)]
+        try:
+            rows = run(args, Path(d), url_db, ports)
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(20)
+    with psycopg.connect(database_url.rsplit("/", 1)[0] + "/postgres", autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    print_table(f"Check-in benchmark (full stack, {args.api} API process(es), {args.clients} concurrent clients)",
+                ("measure", "result", "baseline (same run)", "ratio", "target"), rows)
+
+
+def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int]) -> list[tuple[str, ...]]:
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    for u in urls:
+        for _ in range(200):
+            try:
+                if httpx.get(u + "/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+    host = httpx.post(urls[0] + "/users", json={"email": "host@example.org", "display_name": "Host",
+                                                "password": PASSWORD}).json()["id"]
+    token = httpx.post(urls[0] + "/auth/token", data={"grant_type": "password", "username": "host@example.org",
+                                                      "password": PASSWORD}).json()["access_token"]
+    container = build(Settings(data_dir=data, database_url=database_url, nats_url=None, neo4j_uri=None,
+                               s3_endpoint=None, redis_url=None))
+    app, now = container.app, dt.datetime.now(dt.timezone.utc)
+    start = (now + dt.timedelta(minutes=30)).replace(second=0, microsecond=0, tzinfo=None)
+    hosting = CommandContext.for_user(host)
+    series = app.schedule_series(ScheduleSeries("Bench gala", [host], start, "UTC", 240), hosting, now)
+    sid = session_id(series.series_id, app.get_series(series.series_id).occurrences()[0].original_start)
+    app.set_checkin_policy(SetCheckInPolicy(sid, "qr", 60, 60), hosting)
+    forms = []
+    for i in track(range(args.members), description="members, places and tickets"):
+        uid = app.register_user(RegisterUser(f"m{i}@example.org", f"M{i}"), CommandContext())
+        member = CommandContext.for_user(uid)
+        app.reserve_place(ReservePlace(sid), member, now)
+        forms.append({"token": app.issue_ticket(sid, member, now), "device_id": f"gate-{i % 8}",
+                      "session_id": str(sid)})
+    container.close()
+    auth = {"Authorization": f"Bearer {token}"}
+
+    base_rate, base_lat, _ = asyncio.run(load(urls, [{}] * args.members, auth, args.clients, "/healthz"))
+    seen: dict[str, float] = {}
+
+    async def checkins() -> tuple[float, list[float], list[tuple[float, dict]], bool]:
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(watch_dashboard(urls[0], str(sid), token, seen, stop))
+        await asyncio.sleep(0.5)
+        rate, lat, answers = await load(urls, forms, auth, args.clients, "/checkin")
+        await asyncio.sleep(2.0)  # the last changes reach the dashboard
+        stop.set()
+        return rate, lat, answers, await watcher
+    rate, lat, answers, dashboard = asyncio.run(checkins())
+    assert all(a["outcome"] == "succeeded" for _, a in answers)
+    p50, p99 = quantiles(lat)
+    b50, b99 = quantiles(base_lat)
+    rows = [("QR-only check-ins/s", f"{rate:,.0f}", f"{base_rate:,.0f} GET /healthz/s", f"{rate / base_rate:.0%}",
+             ">= 300/s"),
+            ("QR-only check-in p50 / p99 ms", f"{p50 * 1000:.1f} / {p99 * 1000:.1f}",
+             f"{b50 * 1000:.1f} / {b99 * 1000:.1f} ms GET /healthz", f"{p99 / b99:.1f}x", ""),
+            ("face check-in", "not measured", "needs the face model (face-verification issue)", "", "")]
+    if dashboard:
+        delays = [seen[a["checkin_id"]] - t for t, a in answers if a["checkin_id"] in seen]
+        d50, d99 = quantiles(delays)
+        rows.append(("commit -> dashboard p50 / p99 ms", f"{d50 * 1000:.0f} / {d99 * 1000:.0f}",
+                     f"{len(delays)} of {len(answers)} changes seen", "", "p99 < 250 ms"))
+    else:
+        rows.append(("commit -> dashboard", "not measured", "no live dashboard endpoint", "", "p99 < 250 ms"))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -276,7 +276,7 @@ class ApplicationEventLog:
             return
         keys = self.app.vault.keys({subject for _, _, subject in personal})
         for env, cls, _ in personal:
-            decrypt_state(self.app.vault, cls, env.data, env.aggregate_id, keys)
+            decrypt_state(self.app.vault, cls, env.data, env.aggregate_id, keys, for_envelope=True)
 
     def _read_pg(self, after: int, limit: int) -> list[EventEnvelope]:
         """The library's `select_notifications` with plain tuple rows: the

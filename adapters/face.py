@@ -45,6 +45,32 @@ class VerifierUnavailable(Exception):
     """The verifier cannot answer now (down, overloaded, timed out)."""
 
 
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """One frame, as the face model sees it. `failure` is a reason code when
+    the frame cannot be used (no_face, several_faces, too_small, too_dark,
+    blurred); otherwise the one face's measures and embedding."""
+
+    failure: str | None
+    yaw: float = 0.0
+    mouth: float = 0.0
+    embedding: bytes = b""
+
+
+class FaceAnalyzer(Protocol):
+    """The face model behind enrolment and verification (in process, or
+    workers behind NATS request/reply). Raises VerifierUnavailable when it
+    cannot answer in time."""
+
+    model: str
+    model_version: str
+    threshold: float  # cosine distance at or below which two faces are one person
+
+    def analyse(self, image: bytes, mirrored: bool = False) -> FrameAnalysis: ...
+
+    def distance(self, a: bytes, b: bytes) -> float: ...
+
+
 class FaceVerifier(Protocol):
     def verify(self, template: bytes, image: bytes) -> FaceVerdict: ...
 

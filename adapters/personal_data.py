@@ -3,7 +3,8 @@ log (crypto-shredding). Destroying the key erases the data everywhere the log
 is copied, while the events themselves stay, in order, replayable.
 
 An event class lists its personal fields in `PERSONAL` and names the person
-in `SUBJECT` (an attribute holding their user id). Values are stored as
+in `SUBJECT` (an attribute holding their user id). Those also in `SECRET`
+(face templates) are decrypted only for the aggregate, never in envelopes. Values are stored as
 `enc:v1:<base64(nonce | AES-256-GCM ciphertext)>`, bound to the person and
 the field; without the key they read back as `ERASED`.
 """
@@ -128,9 +129,13 @@ def subject_of(state: dict[str, Any], subject_attr: str, originator_id: Any) -> 
 
 
 def decrypt_state(vault: KeyVault, event_class: type, state: dict[str, Any], originator_id: Any,
-                  keys: dict[str, bytes] | None = None) -> None:
-    """Decrypt an event's personal fields in place (ERASED without a key)."""
+                  keys: dict[str, bytes] | None = None, for_envelope: bool = False) -> None:
+    """Decrypt an event's personal fields in place (ERASED without a key).
+    For an envelope (projections, the bus, auditors) fields the class lists
+    in `SECRET` (biometric templates) stay sealed: only the aggregate reads them."""
     fields, subject_attr = personal_fields(event_class)
+    if for_envelope:
+        fields = tuple(f for f in fields if f not in getattr(event_class, "SECRET", ()))
     if not fields:
         return
     subject = subject_of(state, subject_attr, originator_id)

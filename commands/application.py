@@ -15,6 +15,7 @@ from eventsourcing.persistence import IntegrityError
 
 from commands.attendance import AttendanceHandlers
 from commands.community import CommunityHandlers
+from commands.enrolment import EnrolmentHandlers
 from commands.identity import IdentityHandlers
 from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
@@ -24,7 +25,7 @@ from domain.users import EmailAddress, User
 APPLICATION_NAME = "AttendWise"
 
 
-class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, AttendanceHandlers,
+class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, AttendanceHandlers, EnrolmentHandlers,
                  Application[uuid.UUID]):
     name = APPLICATION_NAME
 
@@ -41,6 +42,7 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, Attend
         self.tickets: Any = None  # TicketSigner
         self.verifier: Any = None  # FaceVerifier
         self.faces: Any = None  # FaceTemplates
+        self.analyzer: Any = None  # FaceAnalyzer
         self.vault = getattr(mapper_factory, "keywords", {}).get("vault")
         super().__init__(env=env)
 

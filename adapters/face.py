@@ -92,3 +92,32 @@ class NoEnrolments:
 
     def template(self, user_id: str) -> bytes | None:
         return None
+
+
+def confidence(distance: float, threshold: float, spread: float = 0.05) -> float:
+    """How sure a verdict is, 0..1: 0.5 at the threshold, towards 1 as the
+    distance falls below it (a logistic curve, `spread` wide)."""
+    import math
+
+    return 1.0 / (1.0 + math.exp((distance - threshold) / spread))
+
+
+class AnalyzerVerifier:
+    """Check-in verification on a `FaceAnalyzer`: the photo must show one
+    usable face, compared with the template by cosine distance."""
+
+    def __init__(self, analyzer: FaceAnalyzer) -> None:
+        self.analyzer = analyzer
+
+    def verify(self, template: bytes, image: bytes) -> FaceVerdict:
+        a = self.analyzer
+        frame = a.analyse(image)
+        if frame.failure == "no_face":
+            raise NoFace("no face was found in the photo")
+        if frame.failure == "several_faces":
+            raise SeveralFaces("the photo shows several faces; one person at a time")
+        if frame.failure:
+            return FaceVerdict(False, frame.failure.upper(), model=a.model, model_version=a.model_version)
+        d, t = a.distance(template, frame.embedding), a.threshold
+        return FaceVerdict(d <= t, "OK" if d <= t else "FACE_MISMATCH", d, t, confidence(d, t), a.model,
+                           a.model_version)

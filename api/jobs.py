@@ -29,3 +29,15 @@ def extend_horizons(c: Container, now: dt.datetime | None = None) -> int:
             log.info("horizon_extended_elsewhere", series_id=row["id"])
     log.info("horizons_extended", sessions_added=added)
     return added
+
+
+def fail_overdue_checkins(c: Container, now: dt.datetime | None = None) -> int:
+    """Fail check-ins whose face verification never answered within the
+    deadline (`VERIFICATION_TIMEOUT`): pending is never forever, and never an
+    accept. Safe to run anywhere, concurrently (a verdict is recorded once)."""
+    now = now or c.clock()
+    rows = c.readmodels.rows("checkins", where={"outcome": "pending"}, limit=5000)
+    failed = c.app.fail_overdue([(uuid.UUID(r["id"]), dt.datetime.fromisoformat(r["received_at"])) for r in rows], now)
+    if failed:
+        log.info("overdue_checkins_failed", failed=failed)
+    return failed

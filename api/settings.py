@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, description="Redis URL for shared rate limits; unset: in memory")
     keys_dir: Path | None = Field(None, description="Token signing keys (Ed25519 PEM files + `active`); default "
                                   "<data_dir>/keys. API processes that share users must share this folder")
+    model_dir: Path = Field(Path(".attendwise/models"), description="Face model weights (`attendwise ml provision` "
+                            "writes them; DEEPFACE_HOME points here)")
+    face_timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for a face worker's answer "
+                                "(then a check-in waits as pending, an enrolment frame is refused)")
     host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
     port: int = Field(8000, ge=1, le=65535)
     graphql_introspection: bool = Field(True, description="Let clients introspect the GraphQL schema "

@@ -247,8 +247,13 @@ class AttendanceHandlers(Loader):
 
         template = self.faces.template(checkin.user_id)
         if template is None:
-            self._fail(ctx, ticket, checkin, "FACE_NOT_ENROLLED")
-            raise CheckInRefused("FACE_NOT_ENROLLED", "this member has not enrolled a face", status=422)
+            stale = self._stale_enrolment(checkin.user_id)
+            code = "FACE_ENROLMENT_STALE" if stale else "FACE_NOT_ENROLLED"
+            self._fail(ctx, ticket, checkin, code)
+            if stale is not None:
+                self.save_stamped(ctx, stale)
+            raise CheckInRefused(code, "the face model changed since this member enrolled: enrol again" if stale
+                                 else "this member has not enrolled a face", status=422)
         self.save_stamped(ctx, ticket, checkin)  # the nonce is used and the attempt pending, whatever happens next
         pool = self._pool()
         answer = pool.submit(self.verifier.verify, template, image)
@@ -264,6 +269,17 @@ class AttendanceHandlers(Loader):
             log.warning("face_verifier_unavailable", checkin_id=str(checkin.id), error=type(e).__name__)
             return ScanResult(checkin.id, checkin.session_id, checkin.user_id, "pending", "VERIFIER_UNAVAILABLE")
         return self._settle(ctx, checkin.id, verdict)
+
+    def _stale_enrolment(self, user_id: str) -> Any:
+        """The member's enrolment, marked stale, if it was made by another model version."""
+        from domain.enrolment import FaceEnrolment, enrolment_id
+
+        enrolment = self._find(enrolment_id(user_id), FaceEnrolment)
+        analyzer = getattr(self, "analyzer", None)
+        if enrolment is None or analyzer is None or not enrolment.template:
+            return None
+        enrolment.mark_stale(analyzer.model_version)
+        return enrolment if enrolment.template is None else None
 
     def _settle(self, ctx: CommandContext, checkin_id: uuid.UUID, verdict: Any) -> ScanResult:
         """Record the verifier's answer for a pending attempt (once)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from adapters.errors import ServiceUnavailable
 from domain.errors import DomainError
 
 
@@ -41,8 +42,8 @@ class SeveralFaces(DomainError):
     status = 422
 
 
-class VerifierUnavailable(Exception):
-    """The verifier cannot answer now (down, overloaded, timed out)."""
+class VerifierUnavailable(ServiceUnavailable):
+    """The face model cannot answer now (no worker, overloaded, timed out)."""
 
 
 @dataclass(frozen=True)

@@ -78,28 +78,40 @@ class NatsFaceAnalyzer:
     NATS connection lives on its own event-loop thread."""
 
     def __init__(self, url: str, namespace: str = "", timeout: float = 10.0) -> None:
-        import nats
-
         self.url, self.timeout = url, timeout
         self._analyse, self._info = subjects(namespace)
-        self._loop = asyncio.new_event_loop()
-        threading.Thread(target=self._loop.run_forever, name="faces-nats", daemon=True).start()
-        try:
-            self._nc = self._call(nats.connect(url, connect_timeout=5, max_reconnect_attempts=-1,
-                                               reconnect_time_wait=0.5), 10)
-        except Exception as e:  # noqa: BLE001 - translated
-            raise ServiceUnavailable("NATS (face workers)", NATS_SETTING, url, e) from e
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._nc: Any = None
+        self._lock = threading.Lock()
         self._model: dict[str, Any] | None = None
 
+    def _connected(self) -> Any:
+        """The connection, made on first use (commands that never verify a face never connect)."""
+        import nats
+
+        with self._lock:
+            if self._nc is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="faces-nats", daemon=True).start()
+                try:
+                    self._nc = self._call(nats.connect(self.url, connect_timeout=5, max_reconnect_attempts=-1,
+                                                       reconnect_time_wait=0.5), 10)
+                except Exception as e:  # noqa: BLE001 - translated
+                    raise ServiceUnavailable("NATS (face workers)", NATS_SETTING, self.url, e) from e
+            return self._nc
+
     def _call(self, coro: Any, timeout: float) -> Any:
+        assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def _request(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        nc = self._connected()
         try:
-            msg = self._call(self._nc.request(subject, body, timeout=self.timeout, headers=headers),
+            msg = self._call(nc.request(subject, body, timeout=self.timeout, headers=headers),
                              self.timeout + 2)
         except Exception as e:  # noqa: BLE001 - no worker answered in time (none running, all busy, down)
-            raise VerifierUnavailable(f"no face worker answered on {subject} within {self.timeout:.0f} s") from e
+            raise VerifierUnavailable("face workers (attendwise face-worker)", NATS_SETTING, subject,
+                                      f"no answer within {self.timeout:.0f} s") from e
         return json.loads(msg.data)
 
     def _described(self) -> dict[str, Any]:
@@ -133,5 +145,6 @@ class NatsFaceAnalyzer:
         return cosine_distance(a, b)
 
     def close(self) -> None:
-        self._call(self._nc.close(), 5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._nc is not None and self._loop is not None:
+            self._call(self._nc.close(), 5)
+            self._loop.call_soon_threadsafe(self._loop.stop)

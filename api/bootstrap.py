@@ -5,7 +5,9 @@ import time."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -21,11 +23,12 @@ from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimite
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
 from adapters.eventstore import ApplicationEventLog, open_event_store
 from adapters.readmodels import PostgresReadModelStore, ReadModelStore, SQLiteReadModelStore
-from adapters.face import NoEnrolments, NoModelVerifier
+from adapters.face import AnalyzerVerifier, FaceAnalyzer, NoModelVerifier
 from adapters.tickets import TicketSigner
 from adapters.tokens import Keyring, TokenService
 from api.settings import Settings
 from commands.application import AttendWise
+from commands.enrolment import EnrolledTemplates
 from projections.catalogue import all_projections
 from projections.feed_graph import FeedGraphProjection
 from projections.projector import Projector
@@ -60,7 +63,9 @@ def build(settings: Settings) -> Container:
                        else SQLiteCredentialStore(settings.credentials_path))
     keyring = Keyring(settings.signing_keys)
     app.tokens, app.tickets = TokenService(keyring), TicketSigner(keyring)
-    app.verifier, app.faces = NoModelVerifier(), NoEnrolments()  # until face verification is installed
+    app.analyzer = face_analyzer(settings)
+    app.verifier = AnalyzerVerifier(app.analyzer) if app.analyzer is not None else NoModelVerifier()
+    app.faces = EnrolledTemplates(app)
     app.mailer = OutboxMailer(settings.data_dir / "outbox")
     store: ReadModelStore = (
         PostgresReadModelStore(settings.database_url) if settings.database_url
@@ -78,6 +83,31 @@ def build(settings: Settings) -> Container:
     feed = FeedGraphProjection()
     c.projectors[feed.name] = Projector(feed, graph)  # type: ignore[arg-type]
     return c
+
+
+def face_analyzer(settings: Settings) -> FaceAnalyzer | None:
+    """Full mode: face workers over NATS. Embedded: the model in this process
+    (loaded on first use), if provisioned; otherwise none: face check-ins are
+    refused (`NO_MODEL`), enrolment answers FACE_MODEL_UNAVAILABLE."""
+    if settings.nats_url:
+        from adapters.face_nats import NatsFaceAnalyzer
+
+        return NatsFaceAnalyzer(settings.nats_url, settings.nats_namespace, timeout=settings.face_timeout)
+    return local_face_analyzer(settings)
+
+
+def local_face_analyzer(settings: Settings) -> FaceAnalyzer | None:
+    from ml.provision import provisioned
+
+    return _local_model(settings.model_dir.resolve()) if provisioned(settings.model_dir) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _local_model(model_dir: Path) -> FaceAnalyzer:
+    """One model per process (TensorFlow and about 1.2 GB), warmed on first use."""
+    from ml.verifier import DeepFaceVerifier
+
+    return DeepFaceVerifier.at(model_dir)  # type: ignore[return-value]
 
 
 def media_store(settings: Settings) -> MediaStore:

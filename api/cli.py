@@ -76,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "services":
         return _services(args)
 
-    settings = Settings()
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings()
+    except ValidationError as e:  # a bad ATTENDWISE_* setting: say which, no traceback
+        problems = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'settings'}: {err['msg']}" for err in e.errors())
+        print(f"attendwise: bad configuration: {problems}", file=sys.stderr)
+        return 2
     from api.logs import configure
 
     configure(settings.log_level, settings.log_format)

@@ -40,16 +40,25 @@ class Projector:
     def __init__(self, projection: Projection, store: ReadModelStore) -> None:
         self.projection = projection
         self.store = store
-        store.install(projection.tables)
+        self._installed = False
+
+    def install(self) -> None:
+        """Create the projection's tables (or graph schema) on first use, so a
+        process that never runs it (an API in full mode) needs no connection."""
+        if not self._installed:
+            self.store.install(self.projection.tables)
+            self._installed = True
 
     @property
     def position(self) -> int:
+        self.install()
         return self.store.position(self.projection.name)
 
     def handle(self, events: Sequence[EventEnvelope]) -> int:
         """One batch, one transaction (the bus acknowledges after this returns)."""
         if not events:
             return 0
+        self.install()
         with self.store.transaction(self.projection.name) as tx:
             return apply_batch(self.projection, tx, events)
 

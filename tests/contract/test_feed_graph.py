@@ -373,8 +373,9 @@ def test_ping(graph: FeedGraph) -> None:
 
 
 def test_unreachable_neo4j_names_the_setting() -> None:
+    graph = Neo4jFeedGraph("bolt://127.0.0.1:1")  # connects on first use
     with pytest.raises(ServiceUnavailable) as e:
-        Neo4jFeedGraph("bolt://127.0.0.1:1")
+        graph.feed("me")
     assert e.value.service == "Neo4j" and e.value.setting == "ATTENDWISE_NEO4J_URI"
     assert "ATTENDWISE_NEO4J_URI" in str(e.value) and "bolt://127.0.0.1:1" in str(e.value)
 

@@ -70,7 +70,8 @@ def test_readyz_is_503_with_retry_after_naming_each_missing_service(pg_url: str,
     api = Proc(["serve", "--port", str(port)], {"ATTENDWISE_DATABASE_URL": pg_url,
                                                "ATTENDWISE_NATS_URL": f"nats://127.0.0.1:{free_port()}",
                                                "ATTENDWISE_NEO4J_URI": f"bolt://127.0.0.1:{free_port()}",
-                                               "ATTENDWISE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}"},
+                                               "ATTENDWISE_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+                                               "ATTENDWISE_S3_ACCESS_KEY": "k", "ATTENDWISE_S3_SECRET_KEY": "s"},
                tmp_path / "api.log").start()
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)

@@ -87,7 +87,7 @@ def test_a_rebuilt_graph_equals_the_live_one(graph_pair: tuple[Container, FeedGr
     random_community_life(container, seed + 100, steps=60)
     live_projector.catch_up(container.event_log, batch=7)
 
-    Projector(projection, rebuilt)  # type: ignore[arg-type]  # installs the schema
+    Projector(projection, rebuilt).install()  # type: ignore[arg-type]
     position = rebuild(projection, rebuilt, container.event_log)  # type: ignore[arg-type]
     assert position == container.event_log.head() == live.position("feed_graph")
     assert rebuilt.snapshot() == live.snapshot()

@@ -13,17 +13,19 @@ from ariadne import ObjectType, QueryType, make_executable_schema
 from ariadne.validation import cost_validator
 from graphql import ValidationRule
 from ariadne.asgi import GraphQL
+from ariadne.asgi.handlers import GraphQLTransportWSHandler
 from graphql import GraphQLError
 
 from adapters.errors import ServiceUnavailable
-from api import graphql_community
+from api import graphql_attendance, graphql_community
 from api.bootstrap import Container
 from api.graphql_support import after_conditions, connection, is_uuid, page_size, principal_of, user_node
 from domain.authorization import check_sees_user, check_signed_in
 from domain.communities import NotAMember
 from domain.errors import DomainError, InvalidInput, NotFound
 
-SCHEMA = "\n".join((Path(__file__).parent / f).read_text() for f in ("schema.graphql", "community.graphql"))
+SCHEMA = "\n".join((Path(__file__).parent / f).read_text()
+                   for f in ("schema.graphql", "community.graphql", "attendance.graphql"))
 
 
 class DepthLimit(ValidationRule):
@@ -187,8 +189,10 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
         return connection(rows, n, _session)
 
     community_types = graphql_community.bind(query, user_type, container)
-    schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type, *community_types)
+    schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type, *community_types,
+                                    *graphql_attendance.bind(query, container))
     return GraphQL(schema, debug=False, error_formatter=format_error, introspection=introspection,
+                   websocket_handler=GraphQLTransportWSHandler(),  # stops a subscription cleanly on disconnect
                    logger=GRAPHQL_LOGGER.name,
                    validation_rules=lambda _ctx, _doc, data: [
                        DepthLimit, cost_validator(maximum_cost=MAX_COST, default_cost=1,

@@ -28,10 +28,14 @@ from api.auth_routes import router as auth_router
 from api.deps import Deps
 from api.limits import buckets
 from api.graphql import graphql_app
-from api.jobs import extend_horizons
+from api.live import LiveFeed
+from api.live import router as live_router
+from api.jobs import extend_horizons, fail_overdue_checkins
 from api.attendance_routes import MAX_PHOTO_BYTES
 from api.attendance_routes import router as attendance_router
 from api.community_routes import router as community_router
+from api.enrolment_routes import MAX_FRAME_BYTES
+from api.enrolment_routes import router as enrolment_router
 from api.media_routes import router as media_router
 from api.scheduling_routes import router as scheduling_router
 from commands.messages import CommandContext, RegisterUser
@@ -92,7 +96,10 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
         threads: list[threading.Thread] = []
         bus = None
         if container.media is not None:
-            await asyncio.to_thread(container.media.install)  # the bucket (or folder) for uploads
+            try:
+                await asyncio.to_thread(container.media.install)  # the bucket (or folder) for uploads
+            except ServiceUnavailable as e:  # reported by /readyz; uploads fail with 503 until it is back
+                log.warning("media_store_unavailable", error=str(e))
         if in_process:
             for p in container.projectors.values():
                 t = threading.Thread(target=p.follow, args=(container.event_log, stop_threads.is_set),
@@ -102,7 +109,11 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             bus = await connect_bus(settings)
             app.state.bus = bus
             tasks.append(asyncio.create_task(Relay(container.event_log, bus).run(stop)))
-            tasks.append(asyncio.create_task(_hourly(stop, lambda: extend_horizons(container))))
+            tasks.append(asyncio.create_task(_every(3600, stop, lambda: extend_horizons(container))))
+            tasks.append(asyncio.create_task(_every(30, stop, lambda: fail_overdue_checkins(container))))
+        if bus is not None or settings.nats_url:  # live dashboards follow the bus (full mode: its own JetStream link)
+            feed_bus = bus if bus is not None else (lambda: connect_bus(settings))
+            tasks.append(asyncio.create_task(app.state.live.run(feed_bus, stop)))
         log.info("api_started", embedded=settings.embedded, workers_in_process=in_process)
         yield
         stop.set()
@@ -118,6 +129,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
                   responses={422: {"model": Problem, "content": {PROBLEM: {}}}})
 
     app.state.container = container
+    app.state.live = LiveFeed(container.readmodels, container.clock)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_credentials=False,
                            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
@@ -132,6 +144,8 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             limit = max(PURPOSES.values()) + 64 * 1024
         elif request.url.path == "/checkin":  # a ticket and a photo
             limit = MAX_PHOTO_BYTES + 64 * 1024
+        elif request.url.path == "/users/me/enroll-face":  # one frame
+            limit = MAX_FRAME_BYTES + 64 * 1024
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
         if declared is None and request.method in ("POST", "PUT", "PATCH"):
@@ -279,6 +293,8 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     app.include_router(auth_router)
     app.include_router(community_router)
     app.include_router(attendance_router)
+    app.include_router(enrolment_router)
+    app.include_router(live_router)
     if isinstance(container.media, FileMediaStore):  # the embedded default: uploads come to this API
         app.state.media = container.media
         app.include_router(media_router)
@@ -288,14 +304,14 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     return app
 
 
-async def _hourly(stop: asyncio.Event, job: Any) -> None:
+async def _every(seconds: float, stop: asyncio.Event, job: Any) -> None:
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), 3600)
+            await asyncio.wait_for(stop.wait(), seconds)
         except asyncio.TimeoutError:
             try:
                 await asyncio.to_thread(job)
-            except Exception:  # noqa: BLE001 - logged; the next hour tries again
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
                 log.exception("job_failed")
 
 

@@ -164,7 +164,14 @@ class AttendanceHandlers(Loader):
         try:
             claims = self.tickets.verify(scan.token, at)
         except CheckInRefused as e:
-            self._refused(scan, ctx, now, e.code, *_unverified_ids(scan.token))
+            if e.code == "TICKET_INVALID":  # forged or broken: recorded against no session (no dashboard spam)
+                self._refused(scan, ctx, now, e.code)
+                raise
+            sid, uid = _signed_ids(scan.token)  # the signature held; only the window did not
+            session = self._find(uuid.UUID(sid), Session)
+            if session is not None:
+                check_is_host(ctx.user_id, ctx.roles, session.host_ids)
+            self._refused(scan, ctx, now, e.code, sid, uid)
             raise
         if scan.session_id is not None and str(scan.session_id) != claims.session_id:
             self._refused(scan, ctx, now, "TICKET_INVALID", claims.session_id, claims.user_id)
@@ -377,8 +384,9 @@ class AttendanceHandlers(Loader):
         self.save_stamped(ctx, *changed)
 
 
-def _unverified_ids(token: str) -> tuple[str, str]:
-    """(session, member) a refused token claims, for the record; never trusted."""
+def _signed_ids(token: str) -> tuple[str, str]:
+    """(session, member) of a ticket whose signature was verified (only its
+    window refused it)."""
     import jwt
 
     try:

@@ -3,6 +3,7 @@ wired beside them in `api/bootstrap.py`: it has its own store.)"""
 
 from __future__ import annotations
 
+from projections.attendance import AttendanceProjection
 from projections.base import Projection
 from projections.community import CommunityProjection
 from projections.scheduling import SchedulingProjection
@@ -10,4 +11,5 @@ from projections.users import UsersProjection
 
 
 def all_projections() -> dict[str, Projection]:
-    return {p.name: p for p in (UsersProjection(), SchedulingProjection(), CommunityProjection())}
+    return {p.name: p for p in (UsersProjection(), SchedulingProjection(), CommunityProjection(),
+                                AttendanceProjection())}

@@ -299,3 +299,17 @@ def test_face_check_in_without_enrolment_or_with_a_late_verifier(door: tuple[Wor
                           data={"token": ticket(w, "ann", sid), "device_id": "door"})
         assert r.json()["outcome"] == "failed" and r.json()["reason"] == "FACE_MISMATCH"
     assert w.code("ann", "GET", f"/sessions/{sid}/ticket") == (429, "TOO_MANY_ATTEMPTS")
+
+
+def test_a_scanner_hammering_the_door_is_slowed_down_before_the_rest_of_the_api(tmp_path: Path) -> None:
+    container = build(Settings(data_dir=tmp_path, database_url=None, nats_url=None, redis_url=None,
+                               neo4j_uri=None, s3_endpoint=None, rate_limits=True))
+    with TestClient(create_app(container)) as client:
+        w = World(client, container)
+        w.person("host")
+        answers = [client.post("/checkin", headers=w.auth["host"], data={"token": "x", "device_id": "d"})
+                   for _ in range(40)]
+        limited = [r for r in answers if r.status_code == 429]
+        assert limited and limited[0].headers["retry-after"] and limited[0].json()["code"] == "RATE_LIMITED"
+        assert len(limited) < 40 and client.get("/healthz").status_code == 200  # the rest of the API still answers
+    container.close()

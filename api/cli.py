@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
-import threading
 import sys
 import time
 
@@ -134,9 +133,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host, port = args.host or settings.host, args.port or settings.port
     settings = settings.model_copy(update={"host": host, "port": port})
     container = build(settings)
-    warm = getattr(container.app.analyzer, "warm", None)
-    if warm is not None:  # the face model in this process: build it now (3-5 s), not at the first frame
-        threading.Thread(target=warm, name="face-model-warm-up", daemon=True).start()
     app = create_app(container, run_workers=args.workers)
     print(f"AttendWise on http://{host}:{port}  (GraphQL: /graphql, API docs: /docs, "
           f"{'embedded: ' + str(settings.data_dir) if settings.embedded else 'full stack'})", file=sys.stderr)

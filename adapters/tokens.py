@@ -18,6 +18,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,21 @@ class Keyring:
         key = self.keys.get(kid)
         return key.public_key() if key else None
 
+    def verifying_key(self, token: str, invalid: Callable[[str], Exception]) -> Ed25519PublicKey:
+        """The public key a token says it was signed with, after pinning the
+        algorithm; `invalid(message)` is raised for a non-JWT, another
+        algorithm (`none`, HS256 with the public key...) or an unknown kid."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as e:
+            raise invalid("this is not a JWT") from e
+        if header.get("alg") != ALGORITHM:
+            raise invalid("the token's algorithm is not accepted")
+        key = self.public(str(header.get("kid", "")))
+        if key is None:
+            raise invalid("the token was signed with an unknown key")
+        return key
+
     def jwks(self) -> dict[str, Any]:
         out = []
         for kid, key in self.keys.items():
@@ -135,15 +151,7 @@ class TokenService:
         return self._sign(payload), claims
 
     def verify(self, token: str, token_type: str) -> Claims:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as e:
-            raise TokenInvalid("the token is not a JWT") from e
-        if header.get("alg") != ALGORITHM:
-            raise TokenInvalid("the token's algorithm is not accepted")
-        key = self.keyring.public(str(header.get("kid", "")))
-        if key is None:
-            raise TokenInvalid("the token was signed with an unknown key")
+        key = self.keyring.verifying_key(token, TokenInvalid)
         try:
             payload = jwt.decode(
                 token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER, leeway=LEEWAY,

@@ -23,7 +23,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import AttendWiseAggregate
-from domain.errors import DomainError, InvalidInput
+from domain.errors import DomainError, InvalidInput, Refused
 from domain.social import pair_id
 
 MAX_FAILED_ATTEMPTS = 5  # failed check-ins per member and session before the ticket is locked
@@ -31,16 +31,8 @@ POLICIES = ("face", "qr")  # face required, or QR only
 DIRECTIONS = ("in", "out")
 
 
-class CheckInRefused(DomainError):
+class CheckInRefused(Refused):
     """A check-in attempt refused before any verification; `code` says why."""
-
-    status = 409
-
-    def __init__(self, code: str, message: str, status: int | None = None, **details: object) -> None:
-        super().__init__(message, **details)
-        self.code = code
-        if status is not None:
-            self.status = status
 
 
 class NoPlace(DomainError):

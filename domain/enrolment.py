@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from eventsourcing.domain import Aggregate, event
 
 from domain.base import AttendWiseAggregate
-from domain.errors import DomainError
+from domain.errors import Refused
 
 CHALLENGES = ("front", "turn_left", "turn_right", "smile")
 SESSION_LIFETIME = dt.timedelta(minutes=3)
@@ -38,14 +38,8 @@ FAILURE_WINDOW = dt.timedelta(minutes=3)
 LOCK_FOR = dt.timedelta(minutes=15)
 
 
-class EnrolmentRefused(DomainError):
-    status = 409
-
-    def __init__(self, code: str, message: str, status: int | None = None, **details: object) -> None:
-        super().__init__(message, **details)
-        self.code = code
-        if status is not None:
-            self.status = status
+class EnrolmentRefused(Refused):
+    """An enrolment step refused; `code` says why."""
 
 
 @dataclass(frozen=True)

@@ -39,3 +39,16 @@ class ConcurrencyConflict(DomainError):
 
     code = "CONCURRENCY_CONFLICT"
     status = 409
+
+
+class Refused(DomainError):
+    """A refusal whose code is chosen where it happens (one class for a
+    family of codes, e.g. every way a check-in can be refused)."""
+
+    status = 409
+
+    def __init__(self, code: str, message: str, status: int | None = None, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code
+        if status is not None:
+            self.status = status

@@ -93,3 +93,31 @@ def test_a_stolen_database_dump_without_the_keys_reads_nothing(tmp_path: Path) -
     thief = open_event_store(None, tmp_path / "events.sqlite3", vault=SQLiteKeyVault(tmp_path / "empty.sqlite3"))
     assert thief.repository.get(uid).email == ERASED
     thief.close()
+
+
+class FakeModel:
+    """Only the model's identity matters here (which version made a template)."""
+
+    model, model_version, threshold = "test-model", "v1", 0.4
+
+
+def test_a_face_template_is_sealed_in_every_copy_and_gone_with_the_account(app: AttendWise) -> None:
+    import base64
+    import uuid
+
+    from domain.enrolment import FaceEnrolment, enrolment_id
+
+    app.analyzer = FakeModel()
+    uid = app.register_user(RegisterUser("face@example.org", "Fay", "UTC", PASSWORD), CommandContext())
+    template = base64.b64encode(bytes(range(64)) * 32).decode()  # a 2,048-byte embedding
+    enrolment = FaceEnrolment(user_id=str(uid))
+    enrolment.enrol(template, "test-model", "v1", 0.4, uuid.uuid4())
+    app.save_stamped(CommandContext.for_user(uid), enrolment)
+    assert template.encode() not in raw_states(app)  # encrypted at rest
+    enrolled = [e for e in ApplicationEventLog(app).read(0, 100) if e.event_type == "FaceEnrolmentEnrolled"]
+    assert enrolled[0].data["template"].startswith("enc:")  # sealed even for projections, the bus and auditors
+    assert app.face_template(str(uid)) == base64.b64decode(template)  # only the aggregate reads it
+
+    app.delete_account(CommandContext.for_user(uid), PASSWORD)
+    assert app.face_template(str(uid)) is None  # erased with the key: nothing left to compare
+    assert app.repository.get(enrolment_id(uid)).template == ERASED

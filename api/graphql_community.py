@@ -15,8 +15,8 @@ from ariadne import EnumType, ObjectType, QueryType
 
 from adapters.graph import encode_cursor
 from domain.authorization import Forbidden, check_signed_in
-from domain.communities import BannedFromCommunity, NotAMember
-from domain.errors import InvalidInput
+from domain.communities import reading_refusal
+from domain.errors import DomainError, InvalidInput
 from api.graphql_support import after_conditions, connection, cursor_key, is_uuid, page_size, principal_of, user_node
 
 URL_LIFETIME = dt.timedelta(hours=1)
@@ -67,11 +67,12 @@ def bind(query: QueryType, user_type: ObjectType, container: Any) -> list[Any]:
             cache[community_id] = rm.get("members", f"{community_id}:{me}")
         return cache[community_id]
 
-    def can_read(info: Any, community: dict[str, Any]) -> bool:
+    def refusal(info: Any, community: dict[str, Any]) -> DomainError | None:
         row = standing(info, community["id"])
-        if row is not None and row["status"] == "banned":
-            return False
-        return community["visibility"] == "public" or (row is not None and row["status"] == "member")
+        return reading_refusal(community["visibility"] == "public", row["status"] if row else None)
+
+    def can_read(info: Any, community: dict[str, Any]) -> bool:
+        return refusal(info, community) is None
 
     def hidden_authors(info: Any) -> set[str]:
         """People the viewer blocked or who blocked the viewer (per request)."""
@@ -153,11 +154,9 @@ def bind(query: QueryType, user_type: ObjectType, container: Any) -> list[Any]:
         return row["role"] if row and row["status"] == "member" else None
 
     def check_reader(info: Any, community: dict[str, Any]) -> None:
-        if not can_read(info, community):
-            row = standing(info, community["id"])
-            if row is not None and row["status"] == "banned":
-                raise BannedFromCommunity("you are banned from this community")
-            raise NotAMember("this community is private: join it to read it")
+        error = refusal(info, community)
+        if error is not None:
+            raise error
 
     @community_type.field("members")
     def resolve_members(community: dict[str, Any], info: Any, first: int = 50, after: str | None = None) -> dict[str, Any]:

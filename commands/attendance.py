@@ -26,8 +26,8 @@ import structlog
 from commands.loading import Loader
 from commands.messages import (AnnulCheckIn, CommandContext, GiveUpPlace, MarkAttendance, ReservePlace,
                                ResolveConflict, Scan, SetCheckInPolicy)
-from domain.attendance import (DIRECTIONS, CheckIn, CheckInRefused, NoPlace, Presence, Roster, Ticket, new_nonce,
-                               presence_id, ticket_id)
+from domain.attendance import (DIRECTIONS, CheckIn, CheckInRefused, NoPlace, Presence, Roster, Ticket, check_window,
+                               new_nonce, presence_id, ticket_id)
 from domain.authorization import check_is_host, check_signed_in
 from domain.errors import ConcurrencyConflict, InvalidInput
 from domain.scheduling import Series, Session, SessionCancelled, session_id
@@ -73,30 +73,17 @@ class AttendanceHandlers(Loader):
         return [s for s in found if not s.cancelled and s.start > now
                 and (scope == "series" or s.start >= session.start)]
 
-    def _save_retrying(self, ctx: CommandContext, work: Any) -> Any:
-        """Run `work()` (which loads, decides and returns (result, aggregates))
-        and save; a concurrent change to the same aggregates runs it again."""
-        for attempt in range(5):
-            result, aggregates = work()
-            try:
-                self.save_stamped(ctx, *aggregates)
-                return result
-            except ConcurrencyConflict:
-                if attempt == 4:
-                    raise
-        return None  # unreachable
-
     def reserve_place(self, cmd: ReservePlace, ctx: CommandContext, now: dt.datetime) -> dict[str, str]:
         """Returns each session's standing: `confirmed` or `waitlisted`."""
         check_signed_in(ctx.user_id, ctx.roles)
-        first = self.get_session(cmd.session_id)
-        if first.cancelled:
-            raise SessionCancelled("this session is cancelled")
         me = str(ctx.user_id)
 
         def work() -> tuple[dict[str, str], list[Any]]:
             out, rosters = {}, []
-            for s in self._in_scope(self.get_session(cmd.session_id), cmd.scope, now):
+            session = self.get_session(cmd.session_id)
+            if session.cancelled:
+                raise SessionCancelled("this session is cancelled")
+            for s in self._in_scope(session, cmd.scope, now):
                 roster = self._find(Roster.create_id(str(s.id)), Roster) or Roster(session_id=str(s.id))
                 out[str(s.id)] = roster.reserve(me, s.capacity)
                 rosters.append(roster)
@@ -162,37 +149,32 @@ class AttendanceHandlers(Loader):
             raise InvalidInput("an offline scan needs the device's scan time", field="scanned_at")
         at = scan.scanned_at if scan.offline and scan.scanned_at else now
         try:
-            claims = self.tickets.verify(scan.token, at)
+            claims = self.tickets.read(scan.token)
+        except CheckInRefused as e:  # forged or broken: recorded against no session (no dashboard spam)
+            self._refused(scan, ctx, now, e.code)
+            raise
+        session = self._find(uuid.UUID(claims.session_id), Session)
+        try:
+            claims.check_window(at)
         except CheckInRefused as e:
-            if e.code == "TICKET_INVALID":  # forged or broken: recorded against no session (no dashboard spam)
-                self._refused(scan, ctx, now, e.code)
-                raise
-            sid, uid = _signed_ids(scan.token)  # the signature held; only the window did not
-            session = self._find(uuid.UUID(sid), Session)
             if session is not None:
                 check_is_host(ctx.user_id, ctx.roles, session.host_ids)
-            self._refused(scan, ctx, now, e.code, sid, uid)
+            self._refused(scan, ctx, now, e.code, claims.session_id, claims.user_id)
             raise
         if scan.session_id is not None and str(scan.session_id) != claims.session_id:
             self._refused(scan, ctx, now, "TICKET_INVALID", claims.session_id, claims.user_id)
             raise CheckInRefused("TICKET_INVALID", "this ticket is for another session", status=401)
-        session = self._find(uuid.UUID(claims.session_id), Session)
         if session is None:
             self._refused(scan, ctx, now, "TICKET_INVALID", claims.session_id, claims.user_id)
             raise CheckInRefused("TICKET_INVALID", "this ticket is for no known session", status=401)
         check_is_host(ctx.user_id, ctx.roles, session.host_ids)  # scanners are run by the session's hosts
-        refusal = None
-        if session.cancelled:
-            refusal = CheckInRefused("SESSION_CANCELLED", "this session is cancelled")
-        else:
-            opens, closes = session.checkin_window
-            if at < opens:
-                refusal = CheckInRefused("NOT_YET_OPEN", f"check-in opens at {opens.isoformat()}")
-            elif at > closes:
-                refusal = CheckInRefused("TICKET_EXPIRED", "check-in for this session has closed", status=410)
-        if refusal is not None:
+        try:
+            if session.cancelled:
+                raise CheckInRefused("SESSION_CANCELLED", "this session is cancelled")
+            check_window(at, *session.checkin_window)
+        except CheckInRefused as refusal:
             self._refused(scan, ctx, now, refusal.code, claims.session_id, claims.user_id)
-            raise refusal
+            raise
         policy = session.checkin_policy[0]
         by_face = policy == "face" and scan.direction == "in" and not scan.offline
         if by_face and not scan.image:
@@ -231,10 +213,13 @@ class AttendanceHandlers(Loader):
         checkin.decide(False, code)
         self.save_stamped(ctx, checkin)
 
+    def _presence(self, session_id: uuid.UUID | str, user_id: uuid.UUID | str) -> Presence:
+        return (self._find(presence_id(session_id, user_id), Presence)
+                or Presence(session_id=str(session_id), user_id=str(user_id)))
+
     def _admit(self, ctx: CommandContext, session: Session, ticket: Ticket, checkin: CheckIn, reason: str,
                face: Any = None) -> ScanResult:
-        presence = (self._find(presence_id(session.id, checkin.user_id), Presence)
-                    or Presence(session_id=str(session.id), user_id=checkin.user_id))
+        presence = self._presence(session.id, checkin.user_id)
         presence.scan(checkin.id, checkin.direction, checkin.gate)
         checkin.decide(True, reason, face)
         if checkin.direction == "in":
@@ -275,7 +260,7 @@ class AttendanceHandlers(Loader):
             answer.add_done_callback(lambda f: self._settle_late(ctx, checkin.id, f))
             return ScanResult(checkin.id, checkin.session_id, checkin.user_id, "pending", "VERIFYING")
         except (NoFace, SeveralFaces) as e:
-            self._fail(ctx, self._get(ticket.id, Ticket, "ticket"), checkin, e.code)
+            self._fail(ctx, ticket, checkin, e.code)
             raise
         except Exception as e:  # noqa: BLE001 - an unavailable verifier: stays pending, settled by the deadline
             log.warning("face_verifier_unavailable", checkin_id=str(checkin.id), error=type(e).__name__)
@@ -352,8 +337,7 @@ class AttendanceHandlers(Loader):
     def mark_attendance(self, cmd: MarkAttendance, ctx: CommandContext) -> None:
         session = self.get_session(cmd.session_id)
         check_is_host(ctx.user_id, ctx.roles, session.host_ids)
-        presence = (self._find(presence_id(session.id, cmd.user_id), Presence)
-                    or Presence(session_id=str(session.id), user_id=str(cmd.user_id)))
+        presence = self._presence(session.id, cmd.user_id)
         presence.mark(cmd.present, ctx.actor, cmd.reason)
         if cmd.present:
             session.record_attendance()
@@ -377,22 +361,8 @@ class AttendanceHandlers(Loader):
         checkin.resolve(cmd.accept)
         changed: list[Any] = [checkin]
         if cmd.accept:
-            presence = (self._find(presence_id(session.id, checkin.user_id), Presence)
-                        or Presence(session_id=str(session.id), user_id=checkin.user_id))
+            presence = self._presence(session.id, checkin.user_id)
             presence.scan(checkin.id, checkin.direction, checkin.gate)
             changed.append(presence)
         self.save_stamped(ctx, *changed)
-
-
-def _signed_ids(token: str) -> tuple[str, str]:
-    """(session, member) of a ticket whose signature was verified (only its
-    window refused it)."""
-    import jwt
-
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-        sid, uid = str(uuid.UUID(str(claims.get("sid")))), str(uuid.UUID(str(claims.get("sub"))))
-        return sid, uid
-    except (jwt.PyJWTError, ValueError, TypeError):
-        return "", ""
 

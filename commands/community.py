@@ -17,7 +17,7 @@ from commands.loading import Loader
 from domain.authorization import Forbidden, check_signed_in, privileged
 from domain.communities import (Community, Membership, NotAMember, check_can_read, check_community_admin, check_member,
                                 membership_id)
-from domain.errors import ConcurrencyConflict, InvalidInput, NotFound
+from domain.errors import InvalidInput, NotFound
 from domain.media import UPLOAD_WINDOW, Upload, check_upload
 from domain.social import Block, Comment, Follow, Like, Post, check_media, check_not_self
 
@@ -184,21 +184,16 @@ class CommunityHandlers(Loader):
                       **ids: str) -> bool:
         """Switch an on/off relation; returns whether anything changed. Two
         requests creating it at once: the loser reloads and finds it done."""
-        for attempt in (1, 2):
+        def work() -> tuple[bool, list[Any]]:
             rel = self._find(kind.create_id(**ids), kind)
             if rel is None:
                 if not on:
-                    return False
+                    return False, []
                 rel = kind(**ids)
             elif not rel.set(on):
-                return False
-            try:
-                self.save_stamped(ctx, rel, *extra)
-                return True
-            except ConcurrencyConflict:
-                if attempt == 2:
-                    raise
-        return False  # unreachable
+                return False, []
+            return True, [rel, *extra]
+        return self._save_retrying(ctx, work, attempts=2)
 
     def like_post(self, cmd: LikePost, ctx: CommandContext) -> bool:
         post = self._visible_post(cmd.post_id, ctx)

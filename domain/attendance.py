@@ -173,7 +173,7 @@ class Ticket(AttendWiseAggregate):
 
     def check_attempts_left(self) -> None:
         if self.failed_attempts >= MAX_FAILED_ATTEMPTS:
-            raise TooManyAttempts(f"{MAX_FAILED_ATTEMPTS} failed check-ins for this session: ask a host")
+            raise TooManyAttempts(f"{MAX_FAILED_ATTEMPTS} failed check-ins for this session: a host can mark you present")
 
     class NonceUsed(Aggregate.Event):
         """The one use of a nonce, by the check-in `checkin_id`."""
@@ -203,17 +203,6 @@ class Ticket(AttendWiseAggregate):
     @event(AttemptFailed)
     def _attempt_failed(self, checkin_id: str, reason: str) -> None:
         self.failed_attempts += 1
-
-    class AttemptsReset(Aggregate.Event):
-        by: str
-
-    def reset_attempts(self, by: str) -> None:
-        if self.failed_attempts:
-            self._attempts_reset(by)
-
-    @event(AttemptsReset)
-    def _attempts_reset(self, by: str) -> None:
-        self.failed_attempts = 0
 
 
 # ------------------------------------------------------------------ check-in
@@ -263,8 +252,10 @@ class CheckIn(AttendWiseAggregate):
 
     def decide(self, succeeded: bool, reason: str, face: Any = None) -> None:
         """Record the verdict (once: a decided attempt stays decided)."""
-        if self.outcome != "pending":
-            return
+        if self.outcome == "pending":
+            self._verdict(succeeded, reason, face)
+
+    def _verdict(self, succeeded: bool, reason: str, face: Any) -> None:
         self.trigger_event(CheckIn.Succeeded if succeeded else CheckIn.Failed, reason=reason,
                            confidence=getattr(face, "confidence", None), distance=getattr(face, "distance", None),
                            threshold=getattr(face, "threshold", None), model=getattr(face, "model", None),
@@ -285,8 +276,7 @@ class CheckIn(AttendWiseAggregate):
         """A host settles a conflict between two offline scans."""
         if self.outcome != "conflict":
             raise CheckInRefused("NOT_IN_CONFLICT", "only a conflicting check-in is resolved")
-        self.outcome = "pending"
-        self.decide(accept, "ACCEPTED_BY_HOST" if accept else "REJECTED_BY_HOST")
+        self._verdict(accept, "ACCEPTED_BY_HOST" if accept else "REJECTED_BY_HOST", None)
 
     class Annulled(Aggregate.Event):
         """A mistaken check-in, undone by a compensating event (never deleted)."""
@@ -313,7 +303,7 @@ def check_window(now: dt.datetime, opens: dt.datetime, closes: dt.datetime) -> N
         raise CheckInRefused("NOT_YET_OPEN", f"check-in opens at {opens.isoformat()}", status=409,
                              opens_at=opens.isoformat())
     if now > closes:
-        raise CheckInRefused("TICKET_EXPIRED", "check-in for this session has closed", status=409)
+        raise CheckInRefused("TICKET_EXPIRED", "check-in has closed", status=410)
 
 
 # ------------------------------------------------------------------ presence

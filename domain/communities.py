@@ -264,10 +264,24 @@ def check_member(user_id: uuid.UUID | None, roles: Iterable[str], membership: Me
         raise NotAMember("join this community first")
 
 
+def reading_refusal(public: bool, status: str | None, roles: Iterable[str] = ()) -> DomainError | None:
+    """Why someone whose standing in a community is `status` (None: none)
+    may not read it, or None when they may: public communities are read by
+    anyone not banned, private ones by members. One rule for commands (on
+    aggregates) and reads (on read-model rows)."""
+    if privileged(roles):
+        return None
+    if status == "banned":
+        return BannedFromCommunity("you are banned from this community")
+    if not public and status != "member":
+        return NotAMember("this community is private: join it to read it")
+    return None
+
+
 def check_can_read(user_id: uuid.UUID | None, roles: Iterable[str], community: Community,
                    membership: Membership | None) -> None:
-    """Public communities are read by anyone not banned; private ones by members."""
-    if membership is not None and membership.status == "banned" and not privileged(roles):
-        raise BannedFromCommunity("you are banned from this community")
     if not community.public:
-        check_member(user_id, roles, membership)
+        check_signed_in(user_id, roles)
+    refusal = reading_refusal(community.public, membership.status if membership else None, roles)
+    if refusal is not None:
+        raise refusal

@@ -48,9 +48,10 @@ def _bump(tx: ReadModelTx, table: str, key: str, column: str, by: int) -> None:
 class CommunityProjection:
     name = "community"
     tables = (COMMUNITIES, MEMBERS, POSTS, COMMENTS, LIKES, FOLLOWS, BLOCKS, AVATARS)
-    MEMBERSHIP = frozenset({"MembershipBegan", "MembershipJoined", "MembershipRequested", "MembershipApproved",
-                            "MembershipDeclined", "MembershipLeft", "MembershipBanned", "MembershipUnbanned",
-                            "MembershipRoleChanged"})
+    STATUS = {"MembershipJoined": "member", "MembershipRequested": "requested", "MembershipApproved": "member",
+              "MembershipDeclined": "declined", "MembershipLeft": "left", "MembershipBanned": "banned",
+              "MembershipUnbanned": "left"}  # where each change leaves the person
+    MEMBERSHIP = frozenset(STATUS) | {"MembershipBegan", "MembershipRoleChanged"}
     event_types = MEMBERSHIP | frozenset({
         "CommunityCreated", "CommunityEdited", "PostPublished", "PostEdited", "PostDeleted", "CommentWritten",
         "CommentEdited", "CommentDeleted", "LikeGiven", "LikeGivenAgain", "LikeWithdrawn", "FollowStarted",
@@ -110,10 +111,6 @@ class CommunityProjection:
         elif t == "UserAvatarChanged":
             tx.upsert("avatars", {"id": key, "upload_id": d["upload_id"]})
 
-    STATUS = {"MembershipJoined": "member", "MembershipRequested": "requested", "MembershipApproved": "member",
-              "MembershipDeclined": "declined", "MembershipLeft": "left", "MembershipBanned": "banned",
-              "MembershipUnbanned": "left"}
-
     def _membership(self, e: EventEnvelope, tx: ReadModelTx) -> None:
         d = e.data
         community, user = d["community_id"], d["user_id"]
@@ -123,9 +120,12 @@ class CommunityProjection:
         if e.event_type == "MembershipRoleChanged":
             tx.patch("members", key, {"role": d["role"]})
             return
-        status = d["status"] if e.event_type == "MembershipBegan" else self.STATUS[e.event_type]
-        role = d.get("role", "member") if status == "member" and e.event_type == "MembershipBegan" else (
-            row["role"] if row and status == "member" else "member")
+        if e.event_type == "MembershipBegan":
+            status, role = d["status"], d["role"]
+        else:
+            status, role = self.STATUS[e.event_type], row["role"] if row else "member"
+        if status != "member":
+            role = "member"  # a role is held only while a member
         since = e.timestamp if status != was else row["since"]  # type: ignore[index]
         tx.upsert("members", {"id": key, "community_id": community, "user_id": user, "status": status,
                               "role": role, "since": since, "sort_key": f"{community}|{since}|{user}"})

@@ -13,7 +13,8 @@ from ariadne import EnumType, ObjectType, QueryType, SubscriptionType
 from starlette.websockets import WebSocket
 
 from adapters.readmodels import ReadModelStore
-from api.graphql_support import after_conditions, connection, cursor_key, is_uuid, page_size, principal_of, user_node
+from api.graphql_support import (after_conditions, connection, cursor_key, is_uuid, page_size, principal_of,
+                                 signed_in_person, user_node)
 from domain.authorization import check_is_host, check_signed_in
 from domain.errors import InvalidInput, NotFound
 from projections.attendance import dashboard_stats
@@ -111,8 +112,7 @@ def bind(query: QueryType, container: Any) -> list[Any]:
 
     @query.field("myCheckIns")
     def resolve_my_checkins(_: Any, info: Any, first: int = 20, after: str | None = None) -> dict[str, Any]:
-        who = caller(info)
-        check_signed_in(who.user_id if who else None, ())
+        who = signed_in_person(info, container)
         return newest_first({"user_id": str(who.user_id)}, first, after)
 
     @query.field("checkIns")

@@ -14,10 +14,11 @@ from aiodataloader import DataLoader
 from ariadne import EnumType, ObjectType, QueryType
 
 from adapters.graph import encode_cursor
-from domain.authorization import Forbidden, check_signed_in
+from domain.authorization import Forbidden
 from domain.communities import reading_refusal
 from domain.errors import DomainError, InvalidInput
-from api.graphql_support import after_conditions, connection, cursor_key, is_uuid, page_size, principal_of, user_node
+from api.graphql_support import (after_conditions, connection, cursor_key, is_uuid, page_size, principal_of,
+                                 signed_in_person, user_node)
 
 URL_LIFETIME = dt.timedelta(hours=1)
 Rows = list[dict[str, Any]]
@@ -115,8 +116,7 @@ def bind(query: QueryType, user_type: ObjectType, container: Any) -> list[Any]:
 
     @query.field("feed")
     def resolve_feed(_: Any, info: Any, first: int = 20, after: str | None = None, order: str = "new") -> dict[str, Any]:
-        who = principal_of(info, container)
-        check_signed_in(who.user_id if who else None, ())
+        who = signed_in_person(info, container)
         try:
             page = container.graph.feed(str(who.user_id), page_size(first), after, order)
         except ValueError as e:
@@ -128,16 +128,14 @@ def bind(query: QueryType, user_type: ObjectType, container: Any) -> list[Any]:
 
     @query.field("suggestedCommunities")
     def resolve_suggested_communities(_: Any, info: Any, first: int = 10) -> list[dict[str, Any]]:
-        who = principal_of(info, container)
-        check_signed_in(who.user_id if who else None, ())
+        who = signed_in_person(info, container)
         found = container.graph.suggested_communities(str(who.user_id), page_size(first))
         rows = rows_by_id("communities", [s.id for s in found])
         return [{"community": community_node(rows[s.id]), "count": s.count} for s in found if s.id in rows]
 
     @query.field("suggestedPeople")
     def resolve_suggested_people(_: Any, info: Any, first: int = 10) -> list[dict[str, Any]]:
-        who = principal_of(info, container)
-        check_signed_in(who.user_id if who else None, ())
+        who = signed_in_person(info, container)
         found = container.graph.suggested_people(str(who.user_id), page_size(first))
         rows = rows_by_id("users", [s.id for s in found])
         return [{"user": user_node(rows[s.id]), "count": s.count} for s in found if s.id in rows]

@@ -67,3 +67,12 @@ def principal_of(info: Any, container: Any) -> Any:
     return ctx["principal"]
 
 
+
+
+def signed_in_person(info: Any, container: Any) -> Any:
+    """The caller, who must be a signed-in person (`TOKEN_INVALID` otherwise)."""
+    from domain.authorization import check_signed_in
+
+    who = principal_of(info, container)
+    check_signed_in(who.user_id if who else None, ())
+    return who

@@ -81,6 +81,12 @@ def problem(status: int, code: str, title: str, detail: str | None = None, retry
 
 
 
+# Requests that carry an image have their own body limit (the image's, plus the form around it).
+FORM_MARGIN = 64 * 1024
+IMAGE_BODIES = {"/media/upload": max(PURPOSES.values()) + FORM_MARGIN,  # checked again by its signed form
+                "/checkin": MAX_PHOTO_BYTES + FORM_MARGIN, "/users/me/enroll-face": MAX_FRAME_BYTES + FORM_MARGIN}
+
+
 # ---------------------------------------------------------------- app
 def create_app(container: Container, *, run_workers: bool | None = None) -> FastAPI:
     """`run_workers`: run the relay and projectors inside this process (the
@@ -139,13 +145,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     @app.middleware("http")
     async def body_size_limit(request: Request, call_next: Any) -> Any:
         declared = request.headers.get("content-length")
-        limit = settings.max_body_bytes
-        if request.url.path == "/media/upload":  # an image upload: its signed form carries its own limit
-            limit = max(PURPOSES.values()) + 64 * 1024
-        elif request.url.path == "/checkin":  # a ticket and a photo
-            limit = MAX_PHOTO_BYTES + 64 * 1024
-        elif request.url.path == "/users/me/enroll-face":  # one frame
-            limit = MAX_FRAME_BYTES + 64 * 1024
+        limit = IMAGE_BODIES.get(request.url.path, settings.max_body_bytes)
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
         if declared is None and request.method in ("POST", "PUT", "PATCH"):

@@ -18,11 +18,10 @@ import json
 import threading
 from typing import Any
 
-import numpy as np
 import structlog
 
 from adapters.errors import ServiceUnavailable
-from adapters.face import FaceAnalyzer, FrameAnalysis, VerifierUnavailable
+from adapters.face import FaceAnalyzer, FrameAnalysis, VerifierUnavailable, cosine_distance
 
 log = structlog.get_logger("faces")
 QUEUE = "face-workers"
@@ -32,11 +31,6 @@ NATS_SETTING = "ATTENDWISE_NATS_URL"
 def subjects(namespace: str) -> tuple[str, str]:
     prefix = f"{namespace}." if namespace else ""
     return f"{prefix}faces.analyse", f"{prefix}faces.info"
-
-
-def cosine_distance(a: bytes, b: bytes) -> float:
-    x, y = np.frombuffer(a, dtype=np.float32), np.frombuffer(b, dtype=np.float32)
-    return float(1.0 - np.dot(x, y) / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12))
 
 
 async def serve_faces(analyzer: FaceAnalyzer, url: str, namespace: str, stop: asyncio.Event,

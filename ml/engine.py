@@ -146,17 +146,6 @@ def mouth_ratio(keypoints: Mapping[str, Any]) -> float:
     return float(np.hypot(*(_point(keypoints["mouth_right"]) - _point(keypoints["mouth_left"])))) / eyes
 
 
-def cosine_distance(a: np.ndarray | bytes, b: np.ndarray | bytes) -> float:
-    """1 - cosine similarity: 0 for the same direction, up to 2. Accepts
-    embeddings as arrays or as float32 bytes (templates)."""
-    x = np.frombuffer(a, dtype=np.float32) if isinstance(a, (bytes, bytearray, memoryview)) else np.asarray(a)
-    y = np.frombuffer(b, dtype=np.float32) if isinstance(b, (bytes, bytearray, memoryview)) else np.asarray(b)
-    if x.shape != y.shape:
-        raise ValueError(f"embeddings of different sizes: {x.shape} and {y.shape}")
-    x, y = x.astype(np.float64), y.astype(np.float64)
-    return float(1.0 - x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-12))
-
-
 # ------------------------------------------------------------------ results
 @dataclass(frozen=True)
 class Quality:

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.face import FaceVerdict, FrameAnalysis, NoFace, SeveralFaces, confidence
+from adapters.face import FaceVerdict, FrameAnalysis, NoFace, SeveralFaces, confidence, cosine_distance
 from domain.errors import DomainError
-from ml.engine import Analysis, FaceEngine, cosine_distance
+from ml.engine import Analysis, FaceEngine
 
 EMBEDDING_SIZE = 512
 TEMPLATE_BYTES = EMBEDDING_SIZE * 4

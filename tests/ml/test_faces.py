@@ -15,7 +15,8 @@ from PIL import Image
 
 from adapters.face import FaceVerdict, NoFace, SeveralFaces
 from domain.errors import DomainError
-from ml.engine import MIN_FACE_PX, MODEL, MODEL_VERSION, THRESHOLD, cosine_distance, mouth_ratio, yaw_ratio
+from adapters.face import cosine_distance
+from ml.engine import MIN_FACE_PX, MODEL, MODEL_VERSION, THRESHOLD, mouth_ratio, yaw_ratio
 from ml.images import MAX_SIDE, ImageRejected, decode
 from ml.verifier import TEMPLATE_BYTES, FrameRefused
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable
 
 HOST = "127.0.0.1"
-PORTS = {"postgres": 55432, "nats": 44222, "nats-monitor": 48222, "neo4j": 47687, "s3": 49000, "redis": 46379}
+PORTS = {"postgres": 55432, "nats": 44222, "nats-monitor": 48222, "neo4j": 47687, "s3": 49000, "redis": 46379,
+         "smtp": 41025}
 INFRA = Path(__file__).resolve().parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 DEBIAN_PACKAGES = {"nats": ("nats-server", "nats-server"), "redis": ("redis-server", "redis-server"),
@@ -256,6 +257,20 @@ def s3_down() -> None:
     _stop_pid("s3")
 
 
+# ---------------------------------------------------------------- SMTP sink (aiosmtpd)
+def smtp_up() -> None:
+    if port_open(PORTS["smtp"]):
+        return
+    d = services_dir() / "smtp" / "maildir"
+    d.mkdir(parents=True, exist_ok=True)
+    _spawn([sys.executable, "-m", "infra.smtp_sink", "--port", str(PORTS["smtp"]), "--maildir", str(d)], "smtp")
+    wait_until(lambda: port_open(PORTS["smtp"]), "SMTP sink (aiosmtpd)", 30)
+
+
+def smtp_down() -> None:
+    _stop_pid("smtp")
+
+
 @dataclass(frozen=True)
 class Service:
     name: str
@@ -272,9 +287,11 @@ SERVICES = [
     Service("neo4j", "Neo4j 5.26 community (embedded, Bolt)", neo4j_up, neo4j_down, PORTS["neo4j"], lambda: f"bolt://{HOST}:{PORTS['neo4j']}"),
     Service("s3", "S3 API (moto server)", s3_up, s3_down, PORTS["s3"], lambda: f"http://{HOST}:{PORTS['s3']}"),
     Service("redis", "Redis", redis_up, redis_down, PORTS["redis"], lambda: f"redis://{HOST}:{PORTS['redis']}/0"),
+    Service("smtp", "SMTP sink (aiosmtpd)", smtp_up, smtp_down, PORTS["smtp"], lambda: f"smtp://{HOST}:{PORTS['smtp']}"),
 ]
 ENV_NAMES = {"postgres": "ATTENDWISE_DATABASE_URL", "nats": "ATTENDWISE_NATS_URL", "neo4j": "ATTENDWISE_NEO4J_URI",
-             "s3": "ATTENDWISE_S3_ENDPOINT", "redis": "ATTENDWISE_REDIS_URL"}
+             "s3": "ATTENDWISE_S3_ENDPOINT", "redis": "ATTENDWISE_REDIS_URL",
+             "smtp": "ATTENDWISE_SMTP_URL"}
 
 
 def select(names: list[str]) -> list[Service]:

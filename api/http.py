@@ -25,6 +25,8 @@ from adapters.media import FileMediaStore
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
 from api.auth_routes import router as auth_router
+from api.notification_routes import router as notification_router
+from api.notifier import run_notifier
 from api.deps import Deps
 from api.limits import buckets
 from api.graphql import graphql_app
@@ -117,6 +119,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             tasks.append(asyncio.create_task(Relay(container.event_log, bus).run(stop)))
             tasks.append(asyncio.create_task(_every(3600, stop, lambda: extend_horizons(container))))
             tasks.append(asyncio.create_task(_every(30, stop, lambda: fail_overdue_checkins(container))))
+            tasks.append(asyncio.create_task(run_notifier(container, stop)))
         if bus is not None or settings.nats_url:  # live dashboards follow the bus (full mode: its own JetStream link)
             feed_bus = bus if bus is not None else (lambda: connect_bus(settings))
             tasks.append(asyncio.create_task(app.state.live.run(feed_bus, stop)))
@@ -253,7 +256,6 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     def register_user(body: UserCreate, c: Deps, request: Request) -> UserCreated:
         ctx = CommandContext(actor="anonymous")
         user_id = c.app.register_user(RegisterUser(body.email, body.display_name, body.time_zone, body.password), ctx)
-        c.app.send_email_verification(user_id, str(request.base_url).rstrip("/") + "/auth/verify-email")
         log.info("user_registered", user_id=str(user_id), command_id=str(ctx.command_id))
         return UserCreated(id=user_id, command_id=ctx.command_id)
 
@@ -294,6 +296,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     app.include_router(community_router)
     app.include_router(attendance_router)
     app.include_router(enrolment_router)
+    app.include_router(notification_router)
     app.include_router(live_router)
     if isinstance(container.media, FileMediaStore):  # the embedded default: uploads come to this API
         app.state.media = container.media

@@ -33,6 +33,22 @@ class Settings(BaseSettings):
                             "writes them; DEEPFACE_HOME points here)")
     face_timeout: float = Field(10.0, gt=0, le=120, description="Seconds to wait for a face worker's answer "
                                 "(then a check-in waits as pending, an enrolment frame is refused)")
+    smtp_url: str | None = Field(None, description="SMTP server for email (smtp://[user:pass@]host:port, smtps:// "
+                                 "or ?starttls=1); unset: messages go to <data_dir>/outbox")
+    mail_from: str = Field("AttendWise <no-reply@attendwise.localhost>", description="Sender of every email")
+    push_webhook_url: str | None = Field(None, description="Push provider endpoint (FCM HTTP v1 payload); unset: outbox")
+    sms_webhook_url: str | None = Field(None, description="SMS provider endpoint (Twilio-style form); unset: outbox")
+    webhook_secret: str | None = Field(None, repr=False, description="Signs push and SMS requests "
+                                       "(X-AttendWise-Signature: sha256=HMAC of the body)")
+    notify_max_attempts: int = Field(5, ge=1, le=50, description="Delivery attempts before a message is a dead letter")
+    notify_retry_base: float = Field(2.0, gt=0, le=3600, description="Seconds before the first retry (doubles each "
+                                     "time, with jitter, at most 10 minutes)")
+    notify_lease: float = Field(60.0, ge=1, le=3600, description="Seconds a worker owns a delivery attempt; after "
+                                "a crash another worker resends after this")
+    notify_ack_wait: float = Field(30.0, ge=1, le=3600, description="Seconds JetStream waits for a notifier to "
+                                   "finish an event before handing it to another (full mode)")
+    notify_sweep_every: float = Field(2.0, gt=0, le=600, description="Seconds between looks for due retries")
+    notify_reminders_every: float = Field(30.0, gt=0, le=3600, description="Seconds between reminder sweeps")
     host: str = Field("127.0.0.1", description="Where `attendwise serve` listens")
     port: int = Field(8000, ge=1, le=65535)
     graphql_introspection: bool = Field(True, description="Let clients introspect the GraphQL schema "

@@ -17,6 +17,7 @@ from commands.attendance import AttendanceHandlers
 from commands.community import CommunityHandlers
 from commands.enrolment import EnrolmentHandlers
 from commands.identity import IdentityHandlers
+from commands.notifications import NotificationHandlers
 from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
 from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
@@ -26,7 +27,7 @@ APPLICATION_NAME = "AttendWise"
 
 
 class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, AttendanceHandlers, EnrolmentHandlers,
-                 Application[uuid.UUID]):
+                 NotificationHandlers, Application[uuid.UUID]):
     name = APPLICATION_NAME
 
     def __init__(self, env: dict[str, str] | None = None, recorder_decorator: Any = None,
@@ -37,7 +38,6 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, Attend
         self._recorder_decorator = recorder_decorator
         self._mapper_factory = mapper_factory
         self.credentials, self.tokens = credentials, tokens
-        self.mailer: Any = None
         self.media: Any = None  # MediaStore
         self.tickets: Any = None  # TicketSigner
         self.verifier: Any = None  # FaceVerifier

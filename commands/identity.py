@@ -16,8 +16,15 @@ from commands.messages import CommandContext
 from domain.authorization import check_signed_in
 from domain.errors import ConcurrencyConflict
 from domain.identity import InvalidCredentials, RefreshTokenReused, TokenFamily, TokenInvalid, check_password
-from domain.users import EmailAddress
+from domain.users import EmailAddress, User
 
+RESET_TTL = dt.timedelta(hours=1)
+
+
+def _password_epoch(user: User) -> str:
+    """Changes whenever the password does: a reset link names the one it may replace."""
+    at = user.password_changed_at
+    return at.isoformat() if at else "never"
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,6 @@ class IdentityHandlers:
     credentials: Any  # CredentialStore
     tokens: Any  # TokenService
     vault: Any  # KeyVault, or None when personal data is not encrypted
-    mailer: Any  # Mailer, or None
 
     def set_password(self, user_id: uuid.UUID, password: str) -> None:
         from adapters.credentials import hash_password
@@ -118,17 +124,43 @@ class IdentityHandlers:
         user.record_password_change(dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, user)
 
-    def send_email_verification(self, user_id: uuid.UUID, link_base: str) -> None:
-        """Mails a link with a signed, single-purpose token (valid 24 hours)."""
-        import datetime as _dt
+    def email_verification_token(self, user_id: str) -> str | None:
+        """A signed, single-purpose link token (24 hours), or None once verified."""
+        user = self.get_user(uuid.UUID(user_id))
+        if user.email_verified:
+            return None
+        token, _ = self.tokens.issue(str(user.id), "verify-email", dt.timedelta(hours=24))
+        return token
 
-        user = self.get_user(user_id)
-        if user.email_verified or self.mailer is None:
+    def request_password_reset(self, email: str, ctx: CommandContext) -> None:
+        """Records the request when the address has an account; says nothing
+        either way (the answer must not tell who is registered)."""
+        try:
+            claim = self.repository.get(EmailAddress.create_id(email))
+        except AggregateNotFoundError:
             return
-        token, _ = self.tokens.issue(str(user.id), "verify-email", _dt.timedelta(hours=24))
-        self.mailer.send(user.email, "Confirm your email for AttendWise",
-                         f"Hello {user.display_name},\n\nconfirm your address by opening\n"
-                         f"{link_base}?token={token}\n\nThe link works for 24 hours.")
+        if claim.released:
+            return
+        user = self.get_user(claim.user_id)
+        user.request_password_reset(dt.datetime.now(dt.timezone.utc))
+        self.save_stamped(ctx, user)
+
+    def password_reset_token(self, user_id: str) -> str:
+        """One hour, and once: bound to when the password last changed."""
+        user = self.get_user(uuid.UUID(user_id))
+        token, _ = self.tokens.issue(str(user.id), "reset-password", RESET_TTL, scope=_password_epoch(user))
+        return token
+
+    def reset_password(self, token: str, new_password: str, ctx: CommandContext) -> uuid.UUID:
+        """Set a new password from a reset link; every earlier login ends."""
+        claims = self.tokens.verify(token, "reset-password")
+        user = self.get_user(uuid.UUID(claims.subject))
+        if claims.scope != _password_epoch(user):
+            raise TokenInvalid("this reset link was already used")
+        self.set_password(user.id, new_password)
+        user.record_password_change(dt.datetime.now(dt.timezone.utc))
+        self.save_stamped(CommandContext(actor=f"user:{user.id}", command_id=ctx.command_id), user)
+        return user.id
 
     def verify_email(self, token: str, ctx: CommandContext) -> uuid.UUID:
         claims = self.tokens.verify(token, "verify-email")

@@ -104,6 +104,16 @@ class User(AttendWiseAggregate):
     def password_changed_at(self):  # type: ignore[no-untyped-def]
         return self.__dict__.get("password_changed_at")
 
+    class PasswordResetRequested(Aggregate.Event):
+        """Someone asked for a reset link for this account (the notifier mails
+        it; the link works once: a reset changes `password_changed_at`)."""
+
+        at: dt.datetime
+
+    def request_password_reset(self, at: dt.datetime) -> None:
+        if not self.deleted:
+            self.trigger_event(User.PasswordResetRequested, at=at)
+
     class EmailVerified(Aggregate.Event):
         """The person showed they receive mail at their address."""
 

@@ -44,6 +44,8 @@ def base_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
                 "ATTENDWISE_S3_BUCKET": f"media-{request.getfixturevalue('nats_namespace')}"}
         procs += [Proc(["relay"], env, tmp_path / "relay.log").start(),
                   Proc(["project"], env, tmp_path / "project.log").start()]
+        if not request.node.get_closest_marker("own_notifiers"):
+            procs.append(Proc(["notify"], env, tmp_path / "notify.log").start())
     api = Proc(["serve", "--port", str(port)], env, tmp_path / "api.log").start()
     procs.append(api)
     url = f"http://127.0.0.1:{port}"

@@ -131,13 +131,21 @@ def test_delete_account_over_http(base_url: Stack) -> None:
 
 
 def test_email_verification_link_from_the_outbox(base_url: Stack) -> None:
+    """The notifier (in the API process when embedded, `attendwise notify`
+    on the full stack, reading JetStream) writes the mail to the outbox."""
     import json
     import re
 
+    from tests.processes import eventually
+
     register(base_url, "mail@example.org")
     outbox = base_url.data_dir / "outbox"
-    mails = [json.loads(p.read_text()) for p in sorted(outbox.glob("*.json"))]
-    mine = [m for m in mails if m["to"] == "mail@example.org"]
+
+    def mails() -> list[dict] | None:
+        found = [json.loads(p.read_text()) for p in sorted(outbox.glob("*.json"))]
+        return [m for m in found if m["to"] == "mail@example.org"] or None
+
+    mine = eventually(mails, timeout=30)
     assert len(mine) == 1 and "Confirm your email" in mine[0]["subject"]
     link = re.search(r"(http://\S+/auth/verify-email\?token=\S+)", mine[0]["text"]).group(1)
     auth = {"Authorization": f"Bearer {login(base_url, 'mail@example.org').json()['access_token']}"}

@@ -21,7 +21,7 @@ def attendwise(*args: str, env: dict[str, str] | None = None, timeout: float = 1
 def test_help_explains_every_subcommand() -> None:
     out = attendwise("--help")
     assert out.returncode == 0
-    for command in ("serve", "relay", "project", "rebuild", "projections", "services"):
+    for command in ("serve", "relay", "project", "rebuild", "projections", "services", "notify", "notifications"):
         assert f"    {command}" in out.stdout
 
 
@@ -123,3 +123,42 @@ def test_keys_rotate_and_retire(tmp_path: Path) -> None:
     assert attendwise("keys", "retire", active, env=env).returncode == 2  # never the active key
     retired = attendwise("keys", "retire", first, env=env)
     assert retired.returncode == 0 and first not in attendwise("keys", "list", env=env).stdout
+
+
+def test_dead_letters_are_listed_and_retried_from_the_command_line(tmp_path: Path) -> None:
+    """A permanent SMTP refusal makes a dead letter at once; the operator lists
+    it and retries it; the next run of the notifier delivers it."""
+    import asyncio
+
+    from api.bootstrap import build
+    from api.notifier import build_notifier
+    from api.settings import Settings
+    from commands.messages import CommandContext, RegisterUser
+    from infra.smtp_sink import SmtpSink
+
+    with SmtpSink() as sink:
+        settings = Settings(data_dir=tmp_path, database_url=None, nats_url=None, redis_url=None, neo4j_uri=None,
+                            s3_endpoint=None, smtp_url=sink.url)
+        c = build(settings)
+        c.app.register_user(RegisterUser("dead@example.org", "Dee"), CommandContext())
+        [registered] = c.event_log.read(0, 10)[:1]
+        notifier = build_notifier(c)
+        sink.fail_next(1, 550)
+        asyncio.run(notifier.on_event(registered))
+        c.close()
+
+        env = {"ATTENDWISE_DATA_DIR": str(tmp_path), "ATTENDWISE_SMTP_URL": sink.url}
+        listed = attendwise("notifications", "dead-letters", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert "1 dead letter" in listed.stdout and "email_verification" in listed.stdout and "550" in listed.stdout
+        retried = attendwise("notifications", "dead-letters", "--retry", env=env)
+        assert retried.returncode == 0 and "1 dead letter(s) requeued" in retried.stdout
+        assert "0 dead letter" in attendwise("notifications", "dead-letters", env=env).stdout
+        assert not sink.messages()
+
+        c = build(settings)
+        c.projectors["notifications"].catch_up(c.event_log)
+        assert asyncio.run(build_notifier(c).sweep()) == 1
+        [mail] = sink.messages()
+        assert mail["To"] == "dead@example.org"
+        c.close()

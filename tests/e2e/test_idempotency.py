@@ -9,13 +9,13 @@ import uuid
 import httpx
 
 from adapters.eventstore import ApplicationEventLog, open_event_store
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, command_events
 
 
 def head(stack: Stack) -> int:
     app = open_event_store(stack.env.get("ATTENDWISE_DATABASE_URL"), stack.data_dir / "events.sqlite3")
     try:
-        return ApplicationEventLog(app).head()
+        return command_events(ApplicationEventLog(app))
     finally:
         app.close()
 

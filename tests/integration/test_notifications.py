@@ -317,3 +317,19 @@ def test_a_redelivered_event_never_sends_a_second_message(town: Town) -> None:
     town.quiet_period()
     assert len(town.inbox("ann")) == 1
     assert len([e for e in town.events("NotificationQueued") if e.data["recipient_id"] == town.ids["ann"]]) == 1
+
+
+def test_people_read_their_own_delivery_history_in_graphql(town: Town) -> None:
+    for name in ("ann", "ben"):
+        town.person(name)
+    town.mails("ann", "confirm")
+    town.mails("ben", "confirm")
+    query = "{ myNotifications(first: 5) { edges { node { kind channel status attempts sentAt } } } }"
+    def sent() -> list | None:
+        edges = town.gql("ann", query)["data"]["myNotifications"]["edges"]
+        return edges if edges and all(e["node"]["sentAt"] for e in edges) else None
+
+    mine = eventually(sent)
+    assert [e["node"]["kind"] for e in mine] == ["email_verification"]  # hers only, not ben's
+    assert mine[0]["node"]["status"] == "sent" and mine[0]["node"]["attempts"] == 1
+    assert town.gql(None, query)["errors"][0]["extensions"]["code"] == "TOKEN_INVALID"

@@ -29,6 +29,7 @@ from eventsourcing.persistence import (
 from adapters.errors import ServiceUnavailable
 from adapters.personal_data import PersonalDataMapper, decrypt_state, personal_fields, subject_of
 from commands.application import AttendWise
+from domain.audit import StoredRow
 from domain.envelope import EventEnvelope
 
 DATABASE_SETTING = "ATTENDWISE_DATABASE_URL"
@@ -292,6 +293,24 @@ class ApplicationEventLog:
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
+
+    def raw(self, after: int, limit: int) -> list[StoredRow]:
+        """Stored events exactly as the database holds them (encrypted, not
+        upcast): what the audit seals cover."""
+        if self._pg:
+            from psycopg.rows import tuple_row
+
+            with _inner(self.app.recorder).datastore.get_connection() as conn:
+                with conn.cursor(row_factory=tuple_row) as curs:
+                    curs.execute(self._select, (after, limit), prepare=True)
+                    return [StoredRow(r[0], str(r[1]), r[2], r[3], _bytes(r[4])) for r in curs.fetchall()]
+        notes = self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
+        return [StoredRow(n.id, str(n.originator_id), n.originator_version, n.topic, _bytes(n.state)) for n in notes]
+
+
+def _bytes(value: Any) -> bytes:
+    """Stored state as bytes, even when someone wrote text into the column."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 @functools.lru_cache(maxsize=512)

@@ -11,6 +11,7 @@ from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from adapters.audit_chain import AuditSeals, Sealer, postgres_seals, sqlite_seals
 from adapters.graph import FeedGraph
 from adapters.graph_neo4j import Neo4jFeedGraph
 from adapters.graph_sql import SQLiteFeedGraph
@@ -44,6 +45,8 @@ class Container:
     projectors: dict[str, Projector] = field(default_factory=dict)
     idempotency: IdempotencyStore | None = None
     limiter: RateLimiter | None = None
+    seals: AuditSeals | None = None
+    keyring: Keyring | None = None
     clock: Callable[[], dt.datetime] = field(default=lambda: dt.datetime.now(dt.timezone.utc))
 
     def close(self) -> None:
@@ -72,7 +75,7 @@ def build(settings: Settings) -> Container:
     app.media = media_store(settings)
     graph: FeedGraph = (Neo4jFeedGraph(settings.neo4j_uri, namespace=settings.neo4j_namespace) if settings.neo4j_uri
                         else SQLiteFeedGraph(settings.readmodels_path))  # embedded: g_ tables beside the read models
-    c = Container(settings, app, ApplicationEventLog(app), store, graph=graph, media=app.media)
+    c = Container(settings, app, ApplicationEventLog(app), store, graph=graph, media=app.media, keyring=keyring)
     if settings.rate_limits:
         c.limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else InMemoryRateLimiter()
     c.idempotency = (PostgresIdempotencyStore(settings.database_url) if settings.database_url
@@ -83,6 +86,19 @@ def build(settings: Settings) -> Container:
     feed = FeedGraphProjection()
     c.projectors[feed.name] = Projector(feed, graph)  # type: ignore[arg-type]
     return c
+
+
+def audit_seals(c: Container) -> AuditSeals:
+    """The seals beside the log, opened on first use (most processes never do)."""
+    if c.seals is None:
+        s = c.settings
+        c.seals = postgres_seals(s.database_url) if s.database_url else sqlite_seals(s.audit_path)
+    return c.seals
+
+
+def sealer(c: Container) -> Sealer:
+    assert c.keyring is not None
+    return Sealer(c.event_log.raw, audit_seals(c), c.keyring)
 
 
 def face_analyzer(settings: Settings) -> FaceAnalyzer | None:

@@ -52,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
                                            "run as many as you like, on any machine)")
     p.add_argument("--concurrency", type=int, default=1, help="frames analysed at once by this worker")
 
+    p = sub.add_parser("audit", help="tamper evidence: seal the log (chain hashes, signed checkpoints) and verify it")
+    p.add_argument("action", choices=["seal", "verify", "checkpoints"],
+                   help="seal: chain what is new (the relay does it every few seconds); verify: walk the whole log, "
+                        "report the first event altered, removed, inserted or reordered (exit 1); "
+                        "checkpoints: print the signed checkpoints as JSON")
+
     sub.add_parser("notify", help="run the notifier: email, push and SMS from the event stream, retries and "
                                   "reminders (full mode; run as many as you like; `serve` runs it when embedded)")
 
@@ -96,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(settings.log_level, settings.log_format)
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
-                "checkins": _checkins, "notify": _notify, "notifications": _notifications, "face-worker": _face_worker, "ml": _ml,
+                "checkins": _checkins, "audit": _audit, "notify": _notify, "notifications": _notifications, "face-worker": _face_worker, "ml": _ml,
                 "projections": _projections, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
@@ -155,8 +161,11 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 def _relay(settings: Settings, args: argparse.Namespace) -> int:
+    """Also seals the log (`audit`): the relay is the one process that follows
+    it in order anyway."""
     from adapters.relay import Relay
     from api.bootstrap import build, connect_bus
+    from api.jobs import seal_every
 
     container = build(settings)
 
@@ -164,7 +173,7 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         relay = Relay(container.event_log, lambda: connect_bus(settings))
-        await relay.run(stop)
+        await asyncio.gather(relay.run(stop), seal_every(container, stop))
         if relay.bus is not None:
             await relay.bus.close()
 
@@ -284,6 +293,48 @@ def _checkins(settings: Settings, args: argparse.Namespace) -> int:
     container.projectors["attendance"].catch_up(container.event_log)  # which attempts are pending
     print(f"{fail_overdue_checkins(container)} overdue check-ins failed")
     return 0
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from adapters.audit_chain import verify
+    from api.bootstrap import audit_seals, build, sealer
+
+    container = build(settings)
+    seals = audit_seals(container)
+    if args.action == "checkpoints":
+        print(json.dumps([c.as_dict() for c in seals.checkpoints()], indent=2))
+        return 0
+    head = container.event_log.head()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:>9,.0f} events/s"), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        todo = head - seals.head()[0] if args.action == "seal" else head
+        task = bar.add_task(args.action, total=max(todo, 1), rate=0.0)
+
+        def advance(n: int) -> None:
+            bar.advance(task, n)
+            t = bar.tasks[task]
+            bar.update(task, rate=(t.completed / t.elapsed) if t.elapsed else 0.0)
+
+        if args.action == "seal":
+            sealed = sealer(container).seal(progress=advance)
+            print(f"{sealed} event(s) sealed; chain head at position {seals.head()[0]}")
+            return 0
+        report = verify(container.event_log.raw, seals, container.keyring, progress=advance)
+    for position in report.unverifiable:
+        print(f"checkpoint at {position}: signed by a retired key, not verified", file=sys.stderr)
+    if report.ok:
+        print(f"ok: {report.events} events, sealed up to position {report.sealed_head}, "
+              f"{report.checkpoints} signed checkpoint(s) valid")
+        return 0
+    print(f"TAMPERED: {report.first}", file=sys.stderr)
+    for finding in sorted(report.findings, key=lambda f: f.position)[1:20]:
+        print(f"  also {finding}", file=sys.stderr)
+    return 1
 
 
 def _notify(settings: Settings, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
@@ -41,3 +42,21 @@ def fail_overdue_checkins(c: Container, now: dt.datetime | None = None) -> int:
     if failed:
         log.info("overdue_checkins_failed", failed=failed)
     return failed
+
+
+async def seal_every(c: Container, stop: "asyncio.Event", every: float = 5.0) -> None:
+    """Seal the log every few seconds (tamper evidence: `attendwise audit`).
+    Safe anywhere, concurrently: seals are deterministic and idempotent."""
+    from api.bootstrap import sealer
+
+    while not stop.is_set():
+        try:
+            sealed = await asyncio.to_thread(sealer(c).seal)
+            if sealed:
+                log.info("log_sealed", events=sealed)
+        except Exception:  # noqa: BLE001 - logged; the next round catches up
+            log.exception("sealing_failed")
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+        except asyncio.TimeoutError:
+            pass

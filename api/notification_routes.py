@@ -93,12 +93,16 @@ class ResetRequest(BaseModel):
     email: str = Field(max_length=254)
 
 
-@router.post("/auth/password-reset", status_code=202, tags=["identity"])
-def request_password_reset(body: ResetRequest, c: Deps) -> Response:
+class Accepted(BaseModel):
+    status: str = Field("accepted", description="the same answer whether or not the address has an account")
+
+
+@router.post("/auth/password-reset", status_code=202, response_model=Accepted, tags=["identity"])
+def request_password_reset(body: ResetRequest, c: Deps) -> Accepted:
     """Mails a reset link if the address has an account. The answer is the
     same either way, so it does not tell who is registered."""
     c.app.request_password_reset(body.email, CommandContext(actor="anonymous"))
-    return Response(status_code=202)
+    return Accepted()
 
 
 @router.get("/auth/reset-password", response_class=HTMLResponse, tags=["identity"])

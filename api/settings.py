@@ -89,5 +89,9 @@ class Settings(BaseSettings):
         return self.data_dir / "credentials.sqlite3"
 
     @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.sqlite3"
+
+    @property
     def readmodels_path(self) -> Path:
         return self.data_dir / "readmodels.sqlite3"

@@ -162,3 +162,30 @@ def test_dead_letters_are_listed_and_retried_from_the_command_line(tmp_path: Pat
         [mail] = sink.messages()
         assert mail["To"] == "dead@example.org"
         c.close()
+
+
+def test_audit_seal_and_verify_find_a_tampered_event(tmp_path: Path) -> None:
+    import json
+    import sqlite3
+
+    from adapters.eventstore import open_event_store
+    from commands.messages import CommandContext, RegisterUser
+
+    env = {"ATTENDWISE_DATA_DIR": str(tmp_path)}
+    app = open_event_store(None, tmp_path / "events.sqlite3")
+    for i in range(10):
+        app.register_user(RegisterUser(f"audit{i}@example.org", f"Audit {i}"), CommandContext())
+    app.close()
+    sealed = attendwise("audit", "seal", env=env)
+    assert sealed.returncode == 0 and "20 event(s) sealed" in sealed.stdout
+    ok = attendwise("audit", "verify", env=env)
+    assert ok.returncode == 0 and "ok: 20 events" in ok.stdout
+    [checkpoint] = json.loads(attendwise("audit", "checkpoints", env=env).stdout)
+    assert checkpoint["position"] == 20 and checkpoint["kid"] and checkpoint["signature"]
+
+    db = sqlite3.connect(tmp_path / "events.sqlite3", isolation_level=None)
+    db.execute("DROP TRIGGER stored_events_no_update")
+    db.execute("UPDATE stored_events SET state = state || x'00' WHERE rowid = 7")
+    db.close()
+    bad = attendwise("audit", "verify", env=env)
+    assert bad.returncode == 1 and "TAMPERED: position 7: altered" in bad.stderr

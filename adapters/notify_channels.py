@@ -102,6 +102,8 @@ class SmtpChannel:
         self.password = unquote(parts.password) if parts.password else None
         self.sender = sender
         self.timeout = timeout
+        # the EHLO name: the sender's domain (else aiosmtplib looks up this host's FQDN on every connection)
+        self.local_hostname = email.utils.parseaddr(sender)[1].rpartition("@")[2] or "localhost"
 
     def build(self, message: Message) -> EmailMessage:
         """The email as sent; its Message-ID is derived from the message id."""
@@ -131,7 +133,8 @@ class SmtpChannel:
             await aiosmtplib.send(
                 mail, sender=email.utils.parseaddr(self.sender)[1] or self.sender, recipients=[message.to],
                 hostname=self.host, port=self.port, username=self.username, password=self.password,
-                use_tls=self.use_tls, start_tls=self.start_tls, timeout=self.timeout)
+                use_tls=self.use_tls, start_tls=self.start_tls, timeout=self.timeout,
+                local_hostname=self.local_hostname)
         except aiosmtplib.SMTPAuthenticationError as e:  # the configuration, not this message
             raise DeliveryFailed(f"SMTP login refused ({e.code}) at {self.host}:{self.port}", permanent=False) from e
         except aiosmtplib.SMTPRecipientsRefused as e:

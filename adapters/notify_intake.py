@@ -30,10 +30,15 @@ from domain.envelope import EventEnvelope
 log = structlog.get_logger("notifier")
 
 Handler = Callable[[EventEnvelope], Awaitable[object]]
+Wanted = Callable[[str], bool]  # by event type: the rest is acknowledged unread
+
+
+def _everything(_: str) -> bool:
+    return True
 
 
 class EventIntake(Protocol):
-    async def run(self, handle: Handler, stop: asyncio.Event) -> None: ...
+    async def run(self, handle: Handler, stop: asyncio.Event, wants: Wanted = _everything) -> None: ...
 
 
 class LogIntake:
@@ -41,7 +46,7 @@ class LogIntake:
                  idle: float = 0.1) -> None:
         self.log, self.store, self.name, self.batch, self.idle = event_log, store, name, batch, idle
 
-    async def run(self, handle: Handler, stop: asyncio.Event) -> None:
+    async def run(self, handle: Handler, stop: asyncio.Event, wants: Wanted = _everything) -> None:
         position = await asyncio.to_thread(self.store.position, self.name)
         while not stop.is_set():
             events = await asyncio.to_thread(self.log.read, position, self.batch)
@@ -51,7 +56,7 @@ class LogIntake:
                 except asyncio.TimeoutError:
                     pass
                 continue
-            await asyncio.gather(*(handle(ev) for ev in events))  # any error: the batch comes again
+            await asyncio.gather(*(handle(ev) for ev in events if wants(ev.event_type)))  # an error: all again
             position = events[-1].position
             await asyncio.to_thread(self._save, position)
 
@@ -66,7 +71,7 @@ class JetStreamIntake:
         self.url, self.namespace, self.durable = url, namespace, durable
         self.batch, self.ack_wait = batch, ack_wait
 
-    async def run(self, handle: Handler, stop: asyncio.Event) -> None:
+    async def run(self, handle: Handler, stop: asyncio.Event, wants: Wanted = _everything) -> None:
         from nats.errors import TimeoutError as NatsTimeout
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -81,6 +86,9 @@ class JetStreamIntake:
             raise ServiceUnavailable("NATS JetStream", NATS_SETTING, self.url, e) from e
 
         async def one(msg: object) -> None:
+            if not wants((msg.headers or {}).get("AttendWise-Event-Type", "")):  # type: ignore[attr-defined]
+                await msg.ack()  # type: ignore[attr-defined]  # nothing to tell anyone: not even decoded
+                return
             try:
                 await handle(EventEnvelope.from_json(msg.data))  # type: ignore[attr-defined]
             except Exception:  # noqa: BLE001 - logged; JetStream redelivers it

@@ -15,7 +15,7 @@ from adapters.notify_channels import Channel, OutboxChannel, SmtpChannel, Webhoo
 from adapters.notify_intake import EventIntake, JetStreamIntake, LogIntake
 from api.bootstrap import Container
 from api.settings import Settings
-from commands.notifier import Notifier, NotifierConfig
+from commands.notifier import CAUSES, Notifier, NotifierConfig
 
 log = structlog.get_logger("notifier")
 
@@ -74,7 +74,7 @@ async def run_notifier(c: Container, stop: asyncio.Event) -> None:
              channels={k: ch.name for k, ch in notifier.channels.items()})
     try:
         await asyncio.gather(
-            _supervised("intake", stop, lambda: feed.run(notifier.on_event, stop)),
+            _supervised("intake", stop, lambda: feed.run(notifier.on_event, stop, CAUSES.__contains__)),
             _supervised("sweep", stop, notifier.sweep, every=s.notify_sweep_every),
             _supervised("reminders", stop, notifier.remind, every=s.notify_reminders_every),
         )

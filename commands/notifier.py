@@ -42,6 +42,9 @@ from domain.users import User
 
 log = structlog.get_logger("notifier")
 
+# the events `plan` turns into notifications (the intake acknowledges the rest unread)
+CAUSES = frozenset({"UserRegistered", "UserPasswordResetRequested", "CheckInSucceeded", "CheckInFailed",
+                    "SessionChanged", "SessionCancelled", "RosterPromoted", "MembershipApproved", "CommentWritten"})
 STALE_AFTER = dt.timedelta(hours=6)  # an event older than this is history, not news (a new notifier's first run)
 
 
@@ -94,6 +97,8 @@ class Notifier:
     def plan(self, env: EventEnvelope) -> list[Intent]:
         """The notifications an event causes (none for most events)."""
         d, source = env.data, env.event_id
+        if env.event_type not in CAUSES:
+            return []
         match env.event_type:
             case "UserRegistered":
                 return [Intent("email_verification", env.aggregate_id, source, {})]

@@ -143,3 +143,28 @@ def test_processes_of_one_group_share_the_work(source: Source) -> None:
     asyncio.run(both())
     assert sorted(seen["a"] + seen["b"]) == sorted(ids)  # each event to one of them
     assert seen["a"] and seen["b"]  # and both did some
+
+
+def test_unwanted_events_are_passed_over_and_not_handed_again(source: Source) -> None:
+    ids = source.append(6)  # a registration is two events: UserRegistered and EmailAddressClaimed
+    seen: list[EventEnvelope] = []
+
+    async def handle(env: EventEnvelope) -> None:
+        seen.append(env)
+
+    def registered(event_type: str) -> bool:
+        return event_type == "UserRegistered"
+
+    class Filtered:
+        def __init__(self) -> None:
+            self.inner = source.intake()
+
+        async def run(self, h: Callable, stop: asyncio.Event) -> None:
+            await self.inner.run(h, stop, registered)
+
+    asyncio.run(run_until([Filtered()], handle, lambda: len(seen) >= 6))  # type: ignore[list-item]
+    assert len(ids) == 12 and sorted(e.event_type for e in seen) == ["UserRegistered"] * 6
+    seen.clear()
+    later = source.append(1)
+    asyncio.run(run_until([source.intake()], handle, lambda: set(later) <= {e.event_id for e in seen}))
+    assert sorted(e.event_id for e in seen) == sorted(later)  # the passed-over ones were acknowledged

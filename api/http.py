@@ -17,7 +17,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import URL, Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import ServiceUnavailable
 from adapters.idempotency import fingerprint
@@ -28,6 +31,7 @@ from api.auth_routes import router as auth_router
 from api.notification_routes import router as notification_router
 from api.notifier import run_notifier
 from api.deps import Deps
+from api.settings import Settings
 from api.limits import buckets
 from api.graphql import graphql_app
 from api.live import LiveFeed
@@ -89,6 +93,188 @@ IMAGE_BODIES = {"/media/upload": max(PURPOSES.values()) + FORM_MARGIN,  # checke
                 "/checkin": MAX_PHOTO_BYTES + FORM_MARGIN, "/users/me/enroll-face": MAX_FRAME_BYTES + FORM_MARGIN}
 
 
+# ---------------------------------------------------------------- middleware
+# Pure ASGI (no BaseHTTPMiddleware: it costs extra tasks and memory streams per
+# request). Only http scopes are handled; websocket and lifespan pass through.
+def _path(scope: Scope) -> str:
+    return URL(scope=scope).path  # what Request.url.path gives
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (as Request.body() reads it)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hands an already read body to the app downstream, then the real receive (disconnects)."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+class BodySizeLimit:
+    """413 for a body larger than its path's limit (IMAGE_BODIES, else
+    max_body_bytes), whether declared by Content-Length or streamed without."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = Headers(scope=scope).get("content-length")
+        limit = IMAGE_BODIES.get(_path(scope), self.settings.max_body_bytes)
+        too_large = f"the request body is larger than {limit} bytes"
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return await problem(413, "BODY_TOO_LARGE", too_large)(scope, receive, send)
+        if declared is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            chunks: list[bytes] = []
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk, more = message.get("body", b""), message.get("more_body", False)
+                size += len(chunk)
+                if size > limit:
+                    return await problem(413, "BODY_TOO_LARGE", too_large)(scope, receive, send)
+                chunks.append(chunk)
+            receive = _replay(b"".join(chunks), receive)
+        await self.app(scope, receive, send)
+
+
+class IdempotentCommands:
+    """A command retried with the same Idempotency-Key gets the first
+    response back and runs no second time (keys are per caller)."""
+
+    def __init__(self, app: ASGIApp, container: Container) -> None:
+        self.app, self.container = app, container
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        store = self.container.idempotency
+        if scope["type"] != "http" or store is None or scope["method"] not in ("POST", "PUT", "PATCH", "DELETE"):
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        key = headers.get("idempotency-key")
+        if key is None:
+            return await self.app(scope, receive, send)
+        if not 1 <= len(key) <= 200 or not key.isprintable():
+            return await problem(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 200 printable "
+                                 "characters")(scope, receive, send)
+        body = await _read_body(receive)
+        path = _path(scope)
+        caller = hashlib.sha256(headers.get("authorization", "anonymous").encode()).hexdigest()[:32]
+        scoped = f"{caller}:{path}:{key}"
+        fp = fingerprint(scope["method"], path, caller, body)
+        stored = await asyncio.to_thread(store.reserve, scoped, fp)
+        if stored is not None:
+            if stored.fingerprint != fp:
+                response: Response = problem(422, "IDEMPOTENCY_KEY_REUSED",
+                                             "this Idempotency-Key was used for a different request")
+            elif stored.status is None:
+                response = problem(409, "IDEMPOTENCY_KEY_IN_USE", "the first request with this key is still running",
+                                   retry_after=1)
+            else:
+                response = Response(stored.body, status_code=stored.status, media_type=stored.content_type,
+                                    headers={"Idempotent-Replayed": "true"})
+            return await response(scope, receive, send)
+
+        start: Message | None = None  # the response's start, held until its body is complete
+        chunks: list[bytes] = []
+        settled = False  # released (5xx: nothing was decided, a retry may run) or completed
+
+        async def keep(message: Message) -> None:
+            nonlocal start, settled
+            if message["type"] == "http.response.start":
+                start = message
+                if message["status"] >= 500:
+                    settled = True
+                    await asyncio.to_thread(store.release, scoped)
+                    await send(message)
+                return
+            if settled or message["type"] != "http.response.body":
+                return await send(message)
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            assert start is not None
+            content = b"".join(chunks)
+            first = Headers(raw=start["headers"])
+            settled = True
+            await asyncio.to_thread(store.complete, scoped, start["status"], content,
+                                    first.get("content-type", "application/json"))
+            kept = {k: v for k, v in first.items() if k.lower() != "content-length"}
+            await Response(content, status_code=start["status"], headers=kept)(scope, receive, send)
+
+        try:
+            await self.app(scope, _replay(body, receive), keep)
+        except BaseException:
+            if not settled:
+                await asyncio.to_thread(store.release, scoped)
+            raise
+
+
+class RateLimits:
+    """429 with Retry-After when a request's token buckets are empty."""
+
+    def __init__(self, app: ASGIApp, container: Container) -> None:
+        self.app, self.container = app, container
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.container.limiter if scope["type"] == "http" else None
+        if limiter is None:
+            return await self.app(scope, receive, send)
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        path = _path(scope)
+        for key, limit in buckets(scope["method"], path, ip, Headers(scope=scope).get("authorization")):
+            wait = await asyncio.to_thread(limiter.take, key, limit)
+            if wait > 0:
+                log.info("rate_limited", bucket=key.split(":")[0], path=path)
+                return await problem(429, "RATE_LIMITED", "too many requests", "slow down and retry later",
+                                     retry_after=max(1, math.ceil(wait)))(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+class RequestIds:
+    """X-Request-ID on every response (the caller's if it is sane), bound to the logs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = Headers(scope=scope).get("x-request-id", "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
+            rid = uuid.uuid4().hex
+
+        async def with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message)["X-Request-ID"] = rid
+            await send(message)
+
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            structlog.contextvars.unbind_contextvars("request_id")
+
+
 # ---------------------------------------------------------------- app
 def create_app(container: Container, *, run_workers: bool | None = None) -> FastAPI:
     """`run_workers`: run the relay and projectors inside this process (the
@@ -145,83 +331,11 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"])
 
-    @app.middleware("http")
-    async def body_size_limit(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length")
-        limit = IMAGE_BODIES.get(request.url.path, settings.max_body_bytes)
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
-        if declared is None and request.method in ("POST", "PUT", "PATCH"):
-            size = 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return problem(413, "BODY_TOO_LARGE", f"the request body is larger than {limit} bytes")
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def idempotent_commands(request: Request, call_next: Any) -> Any:
-        """A command retried with the same Idempotency-Key gets the first
-        response back and runs no second time (keys are per caller)."""
-        key = request.headers.get("idempotency-key")
-        store = container.idempotency
-        if key is None or store is None or request.method not in ("POST", "PUT", "PATCH", "DELETE"):
-            return await call_next(request)
-        if not 1 <= len(key) <= 200 or not key.isprintable():
-            return problem(400, "INVALID_IDEMPOTENCY_KEY", "Idempotency-Key must be 1 to 200 printable characters")
-        body = await request.body()
-        caller = hashlib.sha256(request.headers.get("authorization", "anonymous").encode()).hexdigest()[:32]
-        scoped = f"{caller}:{request.url.path}:{key}"
-        fp = fingerprint(request.method, request.url.path, caller, body)
-        stored = await asyncio.to_thread(store.reserve, scoped, fp)
-        if stored is not None:
-            if stored.fingerprint != fp:
-                return problem(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used for a different request")
-            if stored.status is None:
-                return problem(409, "IDEMPOTENCY_KEY_IN_USE", "the first request with this key is still running",
-                               retry_after=1)
-            return Response(stored.body, status_code=stored.status, media_type=stored.content_type,
-                            headers={"Idempotent-Replayed": "true"})
-        try:
-            response = await call_next(request)
-        except BaseException:
-            await asyncio.to_thread(store.release, scoped)
-            raise
-        if response.status_code >= 500:  # nothing was decided: let a retry run
-            await asyncio.to_thread(store.release, scoped)
-            return response
-        content = b"".join([chunk async for chunk in response.body_iterator])
-        await asyncio.to_thread(store.complete, scoped, response.status_code, content,
-                                response.headers.get("content-type", "application/json"))
-        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
-        return Response(content, status_code=response.status_code, headers=headers)
-
-    @app.middleware("http")
-    async def rate_limits(request: Request, call_next: Any) -> Any:
-        limiter = container.limiter
-        if limiter is None:
-            return await call_next(request)
-        ip = request.client.host if request.client else "unknown"
-        for key, limit in buckets(request.method, request.url.path, ip, request.headers.get("authorization")):
-            wait = await asyncio.to_thread(limiter.take, key, limit)
-            if wait > 0:
-                log.info("rate_limited", bucket=key.split(":")[0], path=request.url.path)
-                return problem(429, "RATE_LIMITED", "too many requests", "slow down and retry later",
-                               retry_after=max(1, math.ceil(wait)))
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def request_ids(request: Request, call_next: Any) -> Any:
-        rid = request.headers.get("x-request-id", "")
-        if not (0 < len(rid) <= 64 and rid.replace("-", "").isalnum()):
-            rid = uuid.uuid4().hex
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        try:
-            response = await call_next(request)
-        finally:
-            structlog.contextvars.unbind_contextvars("request_id")
-        response.headers["X-Request-ID"] = rid
-        return response
+    # Pure ASGI layers (outermost last): request ids, rate limits, idempotency, body size.
+    app.add_middleware(BodySizeLimit, settings=settings)
+    app.add_middleware(IdempotentCommands, container=container)
+    app.add_middleware(RateLimits, container=container)
+    app.add_middleware(RequestIds)
 
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, e: DomainError) -> JSONResponse:

@@ -73,10 +73,13 @@ class AuditSeals:
         rows = self.db.run("SELECT position, chain FROM audit_seals ORDER BY position DESC LIMIT 1")
         return (int(rows[0][0]), rows[0][1]) if rows else (0, GENESIS)
 
-    def add(self, seals: list[Seal]) -> None:
-        for s in seals:  # a few hundred a run; each idempotent
-            self.db.run(f"INSERT INTO audit_seals (position, content, chain) VALUES ({self.p}, {self.p}, {self.p}) "
-                        "ON CONFLICT DO NOTHING", (s.position, s.content, s.chain))
+    def add(self, seals: list[Seal], chunk: int = 300) -> None:
+        """Idempotent: a seal already there is left as it is."""
+        for start in range(0, len(seals), chunk):
+            part = seals[start:start + chunk]
+            values = ", ".join([f"({self.p}, {self.p}, {self.p})"] * len(part))
+            self.db.run(f"INSERT INTO audit_seals (position, content, chain) VALUES {values} ON CONFLICT DO NOTHING",
+                        tuple(x for s in part for x in (s.position, s.content, s.chain)))
 
     def seals(self, page: int = 5000) -> Iterator[Seal]:
         after = 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 from api.settings import Settings
 
@@ -53,10 +55,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1, help="frames analysed at once by this worker")
 
     p = sub.add_parser("audit", help="tamper evidence: seal the log (chain hashes, signed checkpoints) and verify it")
-    p.add_argument("action", choices=["seal", "verify", "checkpoints"],
+    p.add_argument("action", choices=["seal", "verify", "checkpoints", "checkins"],
                    help="seal: chain what is new (the relay does it every few seconds); verify: walk the whole log, "
                         "report the first event altered, removed, inserted or reordered (exit 1); "
-                        "checkpoints: print the signed checkpoints as JSON")
+                        "checkpoints: print the signed checkpoints as JSON; "
+                        "checkins: the full story of each check-in, read from the event store (--session and/or "
+                        "--user), or with --as-of a session's attendance as it was at that instant")
+    p.add_argument("--session", metavar="ID", help="checkins: the session (required unless --user is given)")
+    p.add_argument("--user", metavar="ID", help="checkins: only this member's check-ins")
+    p.add_argument("--from", dest="start", metavar="TIMESTAMP",
+                   help="checkins: attempts received at or after this instant (ISO 8601 with offset)")
+    p.add_argument("--to", dest="end", metavar="TIMESTAMP", help="checkins: attempts received at or before this instant")
+    p.add_argument("--as-of", dest="as_of", metavar="TIMESTAMP",
+                   help="checkins: the session's attendance as it was at this instant (per member: attended, "
+                        "inside, last verdict; and counts)")
+    p.add_argument("--format", choices=["json", "csv", "table"], default="table", help="checkins: output format")
 
     sub.add_parser("notify", help="run the notifier: email, push and SMS from the event stream, retries and "
                                   "reminders (full mode; run as many as you like; `serve` runs it when embedded)")
@@ -71,14 +84,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("admin", help="operator chores: grant a role to a user (by email)")
     p.add_argument("action", choices=["grant-role"])
     p.add_argument("email")
-    p.add_argument("role", help="platform_admin")
+    p.add_argument("role", help="platform_admin or auditor")
 
     p = sub.add_parser("keys", help="token signing keys: list, rotate (new active key), retire KID")
     p.add_argument("action", choices=["list", "rotate", "retire"])
     p.add_argument("kid", nargs="?", help="with retire: the key to remove (its tokens stop verifying)")
 
-    p = sub.add_parser("projections", help="projection status: position and lag behind the log")
-    p.add_argument("action", choices=["status"])
+    p = sub.add_parser("projections", help="projection status (position, lag behind the log, last error); "
+                                           "verify one against a replay of the log")
+    p.add_argument("action", choices=["status", "verify"],
+                   help="status: every projection's position, lag and last error; verify NAME: replay the log "
+                        "into scratch tables and compare them row by row with the live ones at the same "
+                        "position (exit 1 when they differ)")
+    p.add_argument("name", nargs="?", help="with verify: the projection")
+
+    p = sub.add_parser("export", help="export a projection's read-model tables (Parquet or CSV) with the log "
+                                      "position they reflect, for analysis")
+    p.add_argument("name", help="the projection")
+    p.add_argument("--format", choices=["parquet", "csv"], default="parquet")
+    p.add_argument("--out", help="folder for <table>.<format> and <table>.position (default: exports/NAME)")
 
     p = sub.add_parser("services", help="install and start/stop the services on 127.0.0.1 (PostgreSQL, NATS, Neo4j, S3, Redis)")
     p.add_argument("action", choices=["up", "down", "status", "env"])
@@ -103,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"serve": _serve, "relay": _relay, "project": _project, "rebuild": _rebuild,
                 "checkins": _checkins, "audit": _audit, "notify": _notify, "notifications": _notifications, "face-worker": _face_worker, "ml": _ml,
-                "projections": _projections, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
+                "projections": _projections, "export": _export, "horizon": _horizon, "admin": _admin, "keys": _keys}[args.command](settings, args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback
@@ -213,30 +237,45 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
+    from adapters.readmodels import SCRATCH
     from api.bootstrap import build
-    from projections.rebuild import rebuild
+    from projections.rebuild import rebuild_together
 
     container = build(settings)
     names = _selected(args.names, args.all, container)
     if not names:
         raise UsageError("name a projection or pass --all")
+    started = time.monotonic()
+    targets = [(container.projectors[n].projection, container.projectors[n].store) for n in names]
+    label = f"rebuild {', '.join(names) if len(names) < 3 else f'{len(names)} projections'}"
+    resumed = 0 if args.fresh else min(p.store.position(p.projection.name + SCRATCH) for p in
+                                       (container.projectors[n] for n in names))  # an interrupted rebuild's
+    with _rate_bar(label, container.event_log.head(), resumed) as progress:  # one read of the log for all
+        positions = rebuild_together(targets, container.event_log, fresh=args.fresh, progress=progress)
     for name in names:
-        started = time.monotonic()
-        with Progress(TextColumn(f"rebuild {name}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]:>8.0f} events/s"), TimeRemainingColumn(),
-                      transient=False) as bar:
-            task = bar.add_task(name, total=max(container.event_log.head(), 1), rate=0.0)
-
-            def progress(pos: int, head: int) -> None:
-                bar.update(task, completed=pos, total=head, rate=pos / max(time.monotonic() - started, 1e-6))
-
-            projector = container.projectors[name]
-            position = rebuild(projector.projection, projector.store, container.event_log,
-                               fresh=args.fresh, progress=progress)
-        print(f"{name}: rebuilt to position {position} in {time.monotonic() - started:.1f}s, swapped in")
+        print(f"{name}: rebuilt to position {positions[name]} in {time.monotonic() - started:.1f}s, swapped in")
     return 0
+
+
+@contextlib.contextmanager
+def _rate_bar(label: str, head: int, start: int = 0) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar with events/s and time left, fed `progress(position,
+    head)`, for work that starts at log position `start` (a resumed
+    rebuild): rate and time left count only the events done in this run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]:>8,.0f} events/s"), TimeRemainingColumn(),
+                  TextColumn("{task.fields[note]}"), transient=False) as bar:
+        task = bar.add_task(label, total=max(head, start, 1), completed=start, rate=0.0,
+                            note=f"(resumed at {start:,})" if start else "")
+        began = time.monotonic()
+
+        def progress(pos: int, head: int) -> None:
+            took = max(time.monotonic() - began, 1e-6)
+            bar.update(task, completed=pos, total=max(head, 1), rate=(pos - start) / took)
+
+        yield progress
 
 
 def _keys(settings: Settings, args: argparse.Namespace) -> int:
@@ -303,6 +342,8 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.audit_chain import verify
     from api.bootstrap import audit_seals, build, sealer
 
+    if args.action == "checkins":
+        return _audit_checkins(settings, args)
     container = build(settings)
     seals = audit_seals(container)
     if args.action == "checkpoints":
@@ -335,6 +376,33 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     for finding in sorted(report.findings, key=lambda f: f.position)[1:20]:
         print(f"  also {finding}", file=sys.stderr)
     return 1
+
+
+def _audit_checkins(settings: Settings, args: argparse.Namespace) -> int:
+    """`attendwise audit checkins`: the stories (or, with --as-of, the
+    attendance then) from the event store; `commands/audit.py` does the work."""
+    from api.bootstrap import build
+    from api.audit_report import render_attendance, render_stories
+    from commands.audit import AuditAttendance, AuditCheckIns, audit_attendance, audit_checkins
+    from commands.messages import CommandContext
+
+    if not args.session and not args.user:
+        raise UsageError("name a session (--session ID), a member (--user ID) or both")
+    if args.as_of and (not args.session or args.user or args.start or args.end):
+        raise UsageError("--as-of shows one session's attendance: give --session, without --user, --from or --to")
+    container = build(settings)
+    try:
+        ctx = CommandContext.system("operator:cli")
+        if args.as_of:
+            out = render_attendance(audit_attendance(container.event_log, AuditAttendance(args.session, args.as_of),
+                                                     ctx), args.format)
+        else:
+            query = AuditCheckIns(args.session, args.user, args.start, args.end)
+            out = render_stories(audit_checkins(container.event_log, query, ctx), args.format)
+    finally:
+        container.close()
+    sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    return 0
 
 
 def _notify(settings: Settings, args: argparse.Namespace) -> int:
@@ -417,10 +485,81 @@ def _projections(settings: Settings, args: argparse.Namespace) -> int:
     from api.bootstrap import build
 
     container = build(settings)
+    if args.action == "verify":
+        return _verify(container, args.name)
     head = container.event_log.head()
-    print(f"{'projection':20s} {'position':>10s} {'lag':>8s}")
+    errors = container.readmodels.errors()
+    print(f"{'projection':20s} {'position':>10s} {'lag':>8s}  last error")
     for name, p in container.projectors.items():
-        print(f"{name:20s} {p.position:>10d} {head - p.position:>8d}")
+        position = p.position
+        line = f"{name:20s} {position:>10d} {head - position:>8d}"
+        e = errors.get(name)
+        if e is not None and e.position >= position:  # still stuck there
+            tries = f", {e.attempts} attempts since {e.first_at}" if e.attempts > 1 else ""
+            line += f"  {e.last_at}{tries}: {e.error}"
+        print(line)
+    return 0
+
+
+def _verify(container: object, name: str | None) -> int:
+    from projections.verify import verify
+
+    if not name:
+        raise UsageError("name the projection to verify: attendwise projections verify NAME")
+    _selected([name], False, container)
+    projector = container.projectors[name]  # type: ignore[attr-defined]
+    with _rate_bar(f"verify {name}", projector.position) as progress:
+        if projector.projection.tables:
+            result = verify(projector.projection, projector.store, container.event_log,  # type: ignore[attr-defined]
+                            progress=progress)
+        else:  # the feed graph: replayed into an embedded graph in a temporary file, snapshots compared
+            result = _verify_graph(projector, container.event_log, progress)  # type: ignore[attr-defined]
+    if result.ok:
+        print(f"{name}: no differences at position {result.position}")
+        return 0
+    print(f"{name}: {len(result.differences)} difference(s) at position {result.position} "
+          f"(fix: attendwise rebuild {name})")
+    for d in result.differences:
+        print(f"  {d}")
+    return 1
+
+
+def _verify_graph(projector: object, event_log: object, progress: Callable[[int, int], None]) -> object:
+    import tempfile
+    from pathlib import Path
+
+    from adapters.graph_sql import SQLiteFeedGraph
+    from projections.verify import GraphKeptMoving, verify_graph
+
+    with tempfile.TemporaryDirectory(prefix="attendwise-verify-") as folder:
+        scratch = SQLiteFeedGraph(Path(folder) / "graph.sqlite3")
+        try:
+            return verify_graph(projector.projection, projector.store, event_log, scratch,  # type: ignore[attr-defined]
+                                progress=progress)
+        except GraphKeptMoving as e:
+            raise UsageError(str(e)) from None
+        finally:
+            scratch.close()
+
+
+def _export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adapters.export import export_projection
+    from api.bootstrap import build
+
+    container = build(settings)
+    _selected([args.name], False, container)
+    projector = container.projectors[args.name]
+    if not projector.projection.tables:
+        raise UsageError(f"{args.name} is not kept in read-model tables: nothing to export")
+    if settings.embedded:  # nothing else may keep it current here: bring it up to the log first
+        projector.catch_up(container.event_log)
+    out = Path(args.out) if args.out else Path("exports") / args.name
+    done = export_projection(projector.store, args.name, projector.projection.tables, args.format, out)
+    for t in done.tables:
+        print(f"{t.path}  {t.rows} rows")
+    print(f"{args.name}: exported at log position {done.position} (also in each <table>.position)")
     return 0
 
 

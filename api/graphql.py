@@ -17,7 +17,7 @@ from ariadne.asgi.handlers import GraphQLTransportWSHandler
 from graphql import GraphQLError
 
 from adapters.errors import ServiceUnavailable
-from api import graphql_attendance, graphql_community, graphql_notifications
+from api import graphql_attendance, graphql_audit, graphql_community, graphql_notifications
 from api.bootstrap import Container
 from api.graphql_support import after_conditions, connection, is_uuid, page_size, principal_of, user_node
 from domain.authorization import check_sees_user, check_signed_in
@@ -25,7 +25,8 @@ from domain.communities import NotAMember
 from domain.errors import DomainError, InvalidInput, NotFound
 
 SCHEMA = "\n".join((Path(__file__).parent / f).read_text()
-                   for f in ("schema.graphql", "community.graphql", "attendance.graphql", "notifications.graphql"))
+                   for f in ("schema.graphql", "community.graphql", "attendance.graphql", "notifications.graphql",
+                             "audit.graphql"))
 
 
 class DepthLimit(ValidationRule):
@@ -191,7 +192,8 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
     community_types = graphql_community.bind(query, user_type, container)
     schema = make_executable_schema(SCHEMA, query, series_type, user_type, session_type, *community_types,
                                     *graphql_attendance.bind(query, container),
-                                    *graphql_notifications.bind(query, container))
+                                    *graphql_notifications.bind(query, container),
+                                    *graphql_audit.bind(query, container))
     return GraphQL(schema, debug=False, error_formatter=format_error, introspection=introspection,
                    websocket_handler=GraphQLTransportWSHandler(),  # stops a subscription cleanly on disconnect
                    logger=GRAPHQL_LOGGER.name,

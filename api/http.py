@@ -36,7 +36,7 @@ from api.limits import buckets
 from api.graphql import graphql_app
 from api.live import LiveFeed
 from api.live import router as live_router
-from api.jobs import extend_horizons, fail_overdue_checkins
+from api.jobs import extend_horizons, fail_overdue_checkins, seal_every
 from api.attendance_routes import MAX_PHOTO_BYTES
 from api.attendance_routes import router as attendance_router
 from api.community_routes import router as community_router
@@ -306,6 +306,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             tasks.append(asyncio.create_task(_every(3600, stop, lambda: extend_horizons(container))))
             tasks.append(asyncio.create_task(_every(30, stop, lambda: fail_overdue_checkins(container))))
             tasks.append(asyncio.create_task(run_notifier(container, stop)))
+            tasks.append(asyncio.create_task(seal_every(container, stop)))  # full mode: the relay seals
         if bus is not None or settings.nats_url:  # live dashboards follow the bus (full mode: its own JetStream link)
             feed_bus = bus if bus is not None else (lambda: connect_bus(settings))
             tasks.append(asyncio.create_task(app.state.live.run(feed_bus, stop)))
@@ -411,6 +412,16 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     app.include_router(attendance_router)
     app.include_router(enrolment_router)
     app.include_router(notification_router)
+
+    @app.get("/audit/checkpoints", tags=["operations"])
+    def audit_checkpoints(c: Deps) -> list[dict[str, object]]:
+        """The log's signed checkpoints (position, chain hash, key id, Ed25519
+        signature over `attendwise-log-checkpoint:v1:<position>:<chain>`).
+        Keep copies: with the keys from /.well-known/jwks.json they prove the
+        log up to each position was not rewritten later."""
+        from api.bootstrap import audit_seals
+
+        return [cp.as_dict() for cp in audit_seals(c).checkpoints()]
     app.include_router(live_router)
     if isinstance(container.media, FileMediaStore):  # the embedded default: uploads come to this API
         app.state.media = container.media

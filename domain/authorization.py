@@ -1,7 +1,8 @@
 """Who may do what: rules as functions of the actor and the thing acted on.
 
 Roles: every signed-in user is a `member`; a `host` is named on a series
-(its `host_ids`); `platform_admin` is granted by an operator
+(its `host_ids`); `platform_admin` and `auditor` (reads the check-in history
+from the log, changes nothing) are granted by an operator
 (`attendwise admin grant-role`). Community roles (member, host, admin) live in
 `domain/communities.py`.
 """
@@ -14,8 +15,9 @@ from collections.abc import Iterable
 from domain.errors import DomainError
 
 PLATFORM_ADMIN = "platform_admin"
+AUDITOR = "auditor"
 SYSTEM = "system"
-GRANTABLE = frozenset({PLATFORM_ADMIN})
+GRANTABLE = frozenset({PLATFORM_ADMIN, AUDITOR})
 
 
 class NotSignedIn(DomainError):

@@ -27,7 +27,7 @@ test: install
 bench: install
 	$(AW) services up postgres nats neo4j
 	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway && $(PY) -m bench.feed \
-		&& $(PY) -m bench.checkin && $(PY) -m bench.faces
+		&& $(PY) -m bench.checkin && $(PY) -m bench.faces && $(PY) -m bench.notify && $(PY) -m bench.rebuild
 
 clean:
 	rm -rf $(VENV) .attendwise *.egg-info

@@ -6,22 +6,93 @@ PostgreSQL (full mode), both tested by tests/contract/test_readmodel_store.py.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from adapters.errors import ServiceUnavailable
 
 POSITIONS = "projection_positions"
+ERRORS = "projection_errors"  # the last failure of each projection, until it moves past it
 OPERATORS = ("=", "<", "<=", ">", ">=", "in")
 Condition = tuple[str, str, Any]
-SCRATCH = "__next"
+SCRATCH = "__next"  # a rebuild's copy of the tables
+VERIFY = "__verify"  # `projections verify`'s copy: never the rebuild's, so both can run
+Scratch = bool | str  # False: the live tables; True: the rebuild's copy (SCRATCH); a suffix: another copy
 TYPES = {"text", "int", "float", "bool", "json"}
+
+
+def suffix(scratch: Scratch) -> str:
+    """The table-name and position-name suffix of a copy of the tables."""
+    return SCRATCH if scratch is True else (scratch or "")
+
+
+@dataclass(frozen=True)
+class ProjectionError:
+    """A projection's last failure: it stopped after `position` (its
+    position then), and is retried until it gets past it."""
+
+    name: str
+    position: int
+    error: str
+    first_at: str  # ISO 8601, UTC: the first failure at this position
+    last_at: str  # the latest
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One row where a projection's live table and a fresh replay disagree.
+    `missing`: the replay has a row the live table lacks; `extra`: the live
+    table has a row the replay does not; `differs`: both have the key, some
+    columns differ (`columns`)."""
+
+    table: str
+    key: Any
+    kind: str  # missing, extra, differs
+    live: dict[str, Any] | None = None
+    rebuilt: dict[str, Any] | None = None
+    columns: tuple[str, ...] = field(default=())
+
+    def __str__(self) -> str:
+        if self.kind != "differs":
+            return f"{self.table} {self.key}: {self.kind}"
+        assert self.live is not None and self.rebuilt is not None
+        cols = "; ".join(f"{c}: live {self.live.get(c)!r}, rebuilt {self.rebuilt.get(c)!r}" for c in self.columns)
+        return f"{self.table} {self.key}: differs ({cols})"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All of one projection's live tables as of one position: `rows(table)`
+    iterates a table's rows in key order, all from one consistent view."""
+
+    position: int
+    rows: Callable[[str], Iterator[dict[str, Any]]]
+
+
+@runtime_checkable
+class ErrorLog(Protocol):
+    """Where projectors record failures for `attendwise projections status`
+    (another process) to show. Contract: `record_error(name, position, error)`
+    keeps the last error of `name` (counting attempts at one position), unless
+    the projection has already moved past `position`; any commit that moves
+    the projection's position clears it; `errors()` returns what is left."""
+
+    def record_error(self, name: str, position: int, error: str) -> None: ...
+
+    def errors(self) -> dict[str, ProjectionError]: ...
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -38,16 +109,16 @@ class Table:
         assert self.key in names, f"{self.name}: key {self.key} is not a column"
         assert all(t in TYPES for _, t in self.columns), f"{self.name}: unknown column type"
 
-    @property
+    @functools.cached_property  # (read for every row written: made once)
     def column_names(self) -> list[str]:
         return [c for c, _ in self.columns]
 
-    @property
+    @functools.cached_property
     def kinds(self) -> dict[str, str]:
         return dict(self.columns)
 
-    def physical(self, scratch: bool = False) -> str:
-        return f"rm_{self.name}{SCRATCH if scratch else ''}"
+    def physical(self, scratch: Scratch = False) -> str:
+        return f"rm_{self.name}{suffix(scratch)}"
 
 
 class ReadModelTx(Protocol):
@@ -83,12 +154,24 @@ class ReadModelStore(Protocol):
       scratch tables from their position to the live one, then replaces the
       live tables with them. Readers see the old tables or the new, never a
       mix or nothing. Returns the live position.
+    - `scratch` may also be a suffix (`VERIFY`): another copy of the tables,
+      with its own position, independent of a rebuild's.
+    - `compare(name, tables, catch_up, scratch)`, in one transaction holding
+      the live projection's lock: brings the copy to the live position like
+      `swap`, then compares it with the live tables row by row; returns the
+      live position and the differences (at most `limit` per table). Changes
+      nothing live. `drop_scratch(name, tables, scratch)` removes a copy.
+    - `snapshot(name)` yields a `Snapshot`: the projection's position and its
+      live rows, all as of one moment (a read transaction), without blocking
+      its projector.
+    - It is also an `ErrorLog`: the projection's position moving clears its
+      recorded error, in the same transaction.
     """
 
     def install(self, tables: Sequence[Table]) -> None: ...
 
     @contextmanager
-    def transaction(self, name: str, scratch: bool = False) -> Iterator[ReadModelTx]: ...
+    def transaction(self, name: str, scratch: Scratch = False) -> Iterator[ReadModelTx]: ...
 
     def position(self, name: str) -> int: ...
 
@@ -100,10 +183,22 @@ class ReadModelStore(Protocol):
         op, value) with op one of = < <= > >=), ordered, at most `limit`."""
         ...
 
-    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False) -> int: ...
+    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False, scratch: Scratch = True) -> int: ...
 
     def swap(self, name: str, tables: Sequence[Table],
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int: ...
+
+    def compare(self, name: str, tables: Sequence[Table], catch_up: Callable[[ReadModelTx, int, int], None],
+                scratch: Scratch = VERIFY, limit: int = 1000) -> tuple[int, list[Difference]]: ...
+
+    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None: ...
+
+    @contextmanager
+    def snapshot(self, name: str) -> Iterator[Snapshot]: ...
+
+    def record_error(self, name: str, position: int, error: str) -> None: ...
+
+    def errors(self) -> dict[str, ProjectionError]: ...
 
     def ping(self) -> None: ...
 
@@ -113,64 +208,109 @@ class ReadModelStore(Protocol):
 # ---------------------------------------------------------------- shared SQL
 class _SqlTx:
     """Buffers writes and flushes them with executemany (one round trip per run
-    of like statements): the rebuild path writes hundreds of thousands of rows."""
+    of like statements): the rebuild path writes hundreds of thousands of rows.
 
-    def __init__(self, store: "_SqlStore", cur: Any, name: str, scratch: bool, position: int) -> None:
+    It also remembers each row it wrote or read, as the database would hold
+    it (JSON as text, bools as bools), so `get` of a known row needs no
+    flush and no round trip, and `get` of another row needs no flush unless
+    a pending `patch` touches it. Exact, because the transaction holds the
+    projection's lock: no one else writes these tables meanwhile."""
+
+    def __init__(self, store: "_SqlStore", cur: Any, name: str, scratch: Scratch, position: int) -> None:
         self.store, self.cur, self.name, self.scratch = store, cur, name, scratch
         self.position = position
         self._new_position: int | None = None
         self._ops: list[tuple[str, tuple[Any, ...]]] = []
+        self._known: dict[tuple[str, Any], dict[str, Any] | None] = {}  # (table, key) -> row, None: no row
+        self._dirty: set[tuple[str, Any]] = set()  # patched, not known: read only after a flush
 
     def _t(self, table: str) -> Table:
         return self.store.tables[table]
 
+    @staticmethod
+    def _ck(t: Table, key: Any) -> tuple[str, Any]:
+        return t.name, (str(key) if t.kinds[t.key] == "text" else key)
+
+    @staticmethod
+    def _stored(t: Table, col: str, v: Any) -> Any:
+        """A value as the database returns it, before `decode_row`."""
+        if v is None:
+            return None
+        kind = t.kinds[col]
+        return json.dumps(v, sort_keys=True) if kind == "json" else bool(v) if kind == "bool" else v
+
     def upsert(self, table: str, row: dict[str, Any]) -> None:
         t = self._t(table)
-        self._ops.append((("upsert", t), tuple(row.get(c) for c in t.column_names)))
+        values = tuple(row.get(c) for c in t.column_names)
+        self._ops.append((("upsert", t.name), values))
+        ck = self._ck(t, row.get(t.key))
+        self._known[ck] = {c: self._stored(t, c, v) for c, v in zip(t.column_names, values)}
+        self._dirty.discard(ck)
 
     def patch(self, table: str, key: Any, changes: dict[str, Any]) -> None:
         t = self._t(table)
-        cols = sorted(changes)
-        p = self.store.param
-        sets = ", ".join(f"{c} = {p}" for c in cols)
-        sql = f"UPDATE {t.physical(self.scratch)} SET {sets} WHERE {t.key} = {p}"
-        self._ops.append((sql, (*(self.store.encode(t, c, changes[c]) for c in cols), key)))
+        cols = tuple(sorted(changes))
+        self._ops.append((("patch", t.name, cols), (*(changes[c] for c in cols), key)))
+        ck = self._ck(t, key)
+        if ck not in self._known:
+            self._dirty.add(ck)
+        elif (known := self._known[ck]) is not None:  # (no row: the UPDATE changes nothing)
+            known.update({c: self._stored(t, c, changes[c]) for c in cols})
 
     def delete(self, table: str, key: Any) -> None:
         t = self._t(table)
-        self._ops.append((f"DELETE FROM {t.physical(self.scratch)} WHERE {t.key} = {self.store.param}", (key,)))
+        self._ops.append((("delete", t.name), (key,)))
+        ck = self._ck(t, key)
+        self._known[ck] = None
+        self._dirty.discard(ck)
 
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
-        self.flush()
         t = self._t(table)
-        self.cur.execute(f"SELECT * FROM {t.physical(self.scratch)} WHERE {t.key} = {self.store.param}", (key,))
-        r = self.cur.fetchone()
-        return None if r is None else self.store.decode_row(t, r)
+        ck = self._ck(t, key)
+        if ck not in self._known:
+            if ck in self._dirty:
+                self.flush()
+            self.cur.execute(f"SELECT * FROM {t.physical(self.scratch)} WHERE {t.key} = {self.store.param}", (key,))
+            r = self.cur.fetchone()
+            self._known[ck] = None if r is None else {c: self._stored(t, c, v) for c, v in
+                                                      self.store.decode_row(t, r).items()}
+        known = self._known[ck]
+        return None if known is None else self.store.decode_row(t, known)
 
     def set_position(self, position: int) -> None:
         self._new_position = position
 
     def flush(self) -> None:
-        """Runs of like operations go to the database together; a run of
-        upserts of one table is one statement (the last upsert of a key wins,
-        as it would row by row)."""
-        i = 0
-        ops = self._ops
+        """Sends the buffered changes as few statements as order allows. Each
+        row's changes must stay in order; rows are independent of each other
+        (no triggers, no foreign keys). So each change goes to the earliest
+        stage after its row's previous change (the same stage when that was
+        a change of the same kind: then the later one wins, as it would row
+        by row), and each stage sends one statement per kind of change
+        (upsert into a table, patch of the same columns, delete)."""
+        stages: list[dict[tuple[Any, ...], dict[Any, tuple[Any, ...]]]] = []
+        last: dict[tuple[str, Any], tuple[int, tuple[Any, ...]]] = {}
+        for kind, row in self._ops:
+            t = self._t(kind[1])
+            key = row[t.column_names.index(t.key)] if kind[0] == "upsert" else row[-1]
+            before = last.get((t.name, key))
+            stage = 0 if before is None else before[0] if before[1] == kind else before[0] + 1
+            if stage == len(stages):
+                stages.append({})
+            stages[stage].setdefault(kind, {})[key] = row
+            last[(t.name, key)] = (stage, kind)
         with self.store.batched(self.cur):
-            while i < len(ops):
-                j = i
-                while j < len(ops) and ops[j][0] == ops[i][0]:
-                    j += 1
-                op, run = ops[i][0], [o[1] for o in ops[i:j]]
-                if isinstance(op, tuple):
-                    t = op[1]
-                    k = t.column_names.index(t.key)
-                    latest = list({row[k]: row for row in run}.values())
-                    self.store.upsert_many(self.cur, t, self.scratch, latest)
-                else:
-                    self.cur.executemany(op, run)
-                i = j
+            for stage_ops in stages:
+                for kind, by_key in stage_ops.items():
+                    t, rows = self._t(kind[1]), list(by_key.values())
+                    if kind[0] == "upsert":
+                        self.store.upsert_many(self.cur, t, self.scratch, rows)
+                    elif kind[0] == "patch":
+                        self.store.patch_many(self.cur, t, self.scratch, kind[2], rows)
+                    else:
+                        self.store.delete_many(self.cur, t, self.scratch, [r[-1] for r in rows])
         self._ops = []
+        self._dirty.clear()
 
     def finish(self) -> None:
         self.flush()
@@ -187,20 +327,31 @@ class _SqlStore:
         """Where the database can, send a flush's statements in one round trip."""
         return nullcontext()
 
-    def tracking_name(self, name: str, scratch: bool) -> str:
-        return name + SCRATCH if scratch else name
+    def tracking_name(self, name: str, scratch: Scratch) -> str:
+        return name + suffix(scratch)
 
-    def upsert_sql(self, t: Table, scratch: bool) -> str:
+    def upsert_sql(self, t: Table, scratch: Scratch) -> str:
         cols = t.column_names
         p = ", ".join([self.param] * len(cols))
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != t.key) or f"{t.key} = excluded.{t.key}"
         return (f"INSERT INTO {t.physical(scratch)} ({', '.join(cols)}) VALUES ({p}) "
                 f"ON CONFLICT ({t.key}) DO UPDATE SET {updates}")
 
-    def upsert_many(self, cur: Any, t: Table, scratch: bool, rows: list[tuple[Any, ...]]) -> None:
+    def upsert_many(self, cur: Any, t: Table, scratch: Scratch, rows: list[tuple[Any, ...]]) -> None:
         cols = t.column_names
         cur.executemany(self.upsert_sql(t, scratch),
                         [tuple(self.encode(t, c, v) for c, v in zip(cols, row)) for row in rows])
+
+    def patch_many(self, cur: Any, t: Table, scratch: Scratch, cols: tuple[str, ...],
+                   rows: list[tuple[Any, ...]]) -> None:
+        """`rows`: the new values of `cols`, then the key; one row per key."""
+        p = self.param
+        sets = ", ".join(f"{c} = {p}" for c in cols)
+        cur.executemany(f"UPDATE {t.physical(scratch)} SET {sets} WHERE {t.key} = {p}",
+                        [(*(self.encode(t, c, v) for c, v in zip(cols, row)), row[-1]) for row in rows])
+
+    def delete_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> None:
+        cur.executemany(f"DELETE FROM {t.physical(scratch)} WHERE {t.key} = {self.param}", [(k,) for k in keys])
 
     def encode(self, t: Table, col: str, v: Any) -> Any:
         if v is None:
@@ -224,7 +375,7 @@ class _SqlStore:
                 row[c] = bool(v)
         return row
 
-    def ddl(self, t: Table, scratch: bool) -> list[str]:
+    def ddl(self, t: Table, scratch: Scratch) -> list[str]:
         cols = ", ".join(f"{c} {self.sql_type(k)}{' PRIMARY KEY' if c == t.key else ''}" for c, k in t.columns)
         out = [f"CREATE TABLE IF NOT EXISTS {t.physical(scratch)} ({cols})"]
         for ix in t.indexes:
@@ -235,11 +386,73 @@ class _SqlStore:
         raise NotImplementedError
 
     def write_position(self, cur: Any, name: str, position: int) -> None:
+        """The new position; the projection has moved past its recorded error.
+        (PostgreSQL overrides this with one statement: one round trip.)"""
+        cur.execute(f"DELETE FROM {ERRORS} WHERE name = {self.param}", (name,))
         cur.execute(
             f"INSERT INTO {POSITIONS} (name, position) VALUES ({self.param}, {self.param}) "
             f"ON CONFLICT (name) DO UPDATE SET position = excluded.position",
             (name, position),
         )
+
+    _DDL_ERRORS = (f"CREATE TABLE IF NOT EXISTS {ERRORS} (name TEXT PRIMARY KEY, position BIGINT NOT NULL, "
+                   "error TEXT NOT NULL, first_at TEXT NOT NULL, last_at TEXT NOT NULL, attempts BIGINT NOT NULL)")
+    # a failure again at the same position counts; at another, starts over
+    _RECORD_ERROR = (f"INSERT INTO {ERRORS} AS e (name, position, error, first_at, last_at, attempts) "
+                     "VALUES ({p}, {p}, {p}, {p}, {p}, 1) ON CONFLICT (name) DO UPDATE SET "
+                     "error = excluded.error, last_at = excluded.last_at, position = excluded.position, "
+                     "attempts = CASE WHEN e.position = excluded.position THEN e.attempts + 1 ELSE 1 END, "
+                     "first_at = CASE WHEN e.position = excluded.position THEN e.first_at ELSE excluded.first_at END")
+
+    def _record_error(self, cur: Any, name: str, current: int, position: int, error: str) -> None:
+        """Inside a transaction holding the projection's lock (`current` is
+        its committed position): a failure it has already moved past is news
+        no longer."""
+        if current > position:
+            return
+        at = now_iso()
+        cur.execute(self._RECORD_ERROR.format(p=self.param), (name, position, error[:4000], at, at))
+
+    def _errors_from(self, rows: Sequence[Any]) -> dict[str, ProjectionError]:
+        return {r["name"]: ProjectionError(r["name"], int(r["position"]), r["error"], r["first_at"], r["last_at"],
+                                           int(r["attempts"])) for r in rows}
+
+    def _compare(self, cur: Any, name: str, tables: Sequence[Table],
+                 catch_up: Callable[[ReadModelTx, int, int], None], live: int, scratch: Scratch, at: int,
+                 limit: int) -> tuple[int, list[Difference]]:
+        """The body of `compare`, inside the caller's transaction and lock:
+        the copy caught up to `live`, then each table joined with it by key
+        both ways (rows only one side has, and rows whose columns differ)."""
+        tx = _SqlTx(self, cur, name, scratch, at)
+        if tx.position < live:
+            catch_up(tx, tx.position, live)
+        tx.flush()
+        out: list[Difference] = []
+        for t in tables:
+            cols = t.column_names
+            both = ", ".join([f"a.{c} AS a{i}" for i, c in enumerate(cols)] + [f"b.{c} AS b{i}" for i, c in enumerate(cols)])
+            differ = " OR ".join(f"a.{c} {self.distinct} b.{c}" for c in cols if c != t.key) or "FALSE"
+            k = t.key
+            for first, second in ((t.physical(), t.physical(scratch)), (t.physical(scratch), t.physical())):
+                live_first = first == t.physical()
+                where = f"b.{k} IS NULL" + (f" OR {differ}" if live_first else "")
+                cur.execute(f"SELECT {both} FROM {first} a LEFT JOIN {second} b ON a.{k} = b.{k} "
+                            f"WHERE {where} ORDER BY a.{k} LIMIT {int(limit)}")
+                for r in cur.fetchall():
+                    a = self.decode_row(t, {c: r[f"a{i}"] for i, c in enumerate(cols)})
+                    b = (None if r[f"b{cols.index(k)}"] is None
+                         else self.decode_row(t, {c: r[f"b{i}"] for i, c in enumerate(cols)}))
+                    live_row, rebuilt = (a, b) if live_first else (b, a)
+                    if b is None:
+                        out.append(Difference(t.name, a[k], "extra" if live_first else "missing", live_row, rebuilt))
+                    else:
+                        assert live_row is not None and rebuilt is not None
+                        changed = tuple(c for c in cols if live_row.get(c) != rebuilt.get(c))
+                        if changed:  # (the SQL is the filter; equal after decoding is equal)
+                            out.append(Difference(t.name, a[k], "differs", live_row, rebuilt, changed))
+        return live, out
+
+    distinct = "IS DISTINCT FROM"
 
     def _swap(self, cur: Any, name: str, tables: Sequence[Table],
               catch_up: Callable[[ReadModelTx, int, int], None], live: int, scratch: int) -> int:
@@ -293,6 +506,7 @@ class SQLiteReadModelStore(_SqlStore):
     """Read models in an SQLite file (WAL mode; one connection per thread)."""
 
     param = "?"
+    distinct = "IS NOT"  # SQLite's IS DISTINCT FROM
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -302,6 +516,7 @@ class SQLiteReadModelStore(_SqlStore):
         with self._conn() as c:
             c.execute("PRAGMA journal_mode=WAL")
             c.execute(f"CREATE TABLE IF NOT EXISTS {POSITIONS} (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
+            c.execute(self._DDL_ERRORS)
 
     def _conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
@@ -323,7 +538,7 @@ class SQLiteReadModelStore(_SqlStore):
                 c.execute(sql)
 
     @contextmanager
-    def transaction(self, name: str, scratch: bool = False) -> Iterator[_SqlTx]:
+    def transaction(self, name: str, scratch: Scratch = False) -> Iterator[_SqlTx]:
         c = self._conn()
         c.execute("BEGIN IMMEDIATE")
         try:
@@ -356,7 +571,7 @@ class SQLiteReadModelStore(_SqlStore):
         sql, params = self._rows_sql(t, where, order_by, limit, conditions)
         return [self.decode_row(t, r) for r in self._conn().execute(sql, params).fetchall()]
 
-    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False) -> int:
+    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False, scratch: Scratch = True) -> int:
         c = self._conn()
         for t in tables:
             self.tables[t.name] = t
@@ -364,16 +579,67 @@ class SQLiteReadModelStore(_SqlStore):
         try:
             if fresh:
                 for t in tables:
-                    c.execute(f"DROP TABLE IF EXISTS {t.physical(True)}")
-                c.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (name + SCRATCH,))
+                    c.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
+                c.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (self.tracking_name(name, scratch),))
             for t in tables:
-                for sql in self.ddl(t, True):
+                for sql in self.ddl(t, scratch):
                     c.execute(sql)
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
             raise
-        return self.position(name + SCRATCH)
+        return self.position(self.tracking_name(name, scratch))
+
+    @contextmanager
+    def _immediate(self) -> Iterator[Any]:
+        """A write transaction: SQLite's one writer at a time (so it excludes
+        the live projector too)."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c.cursor()
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    def compare(self, name: str, tables: Sequence[Table], catch_up: Callable[[ReadModelTx, int, int], None],
+                scratch: Scratch = VERIFY, limit: int = 1000) -> tuple[int, list[Difference]]:
+        with self._immediate() as cur:
+            return self._compare(cur, name, tables, catch_up, self._read_position(cur, name), scratch,
+                                 self._read_position(cur, self.tracking_name(name, scratch)), limit)
+
+    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None:
+        with self._immediate() as cur:
+            for t in tables:
+                cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
+            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (self.tracking_name(name, scratch),))
+
+    @contextmanager
+    def snapshot(self, name: str) -> Iterator[Snapshot]:
+        """A read transaction: in WAL mode it sees the database as of its
+        first read, while writers go on."""
+        c = self._conn()
+        c.execute("BEGIN")
+        try:
+            cur = c.cursor()
+            position = self._read_position(cur, name)  # the first read: the snapshot starts here
+
+            def rows(table: str) -> Iterator[dict[str, Any]]:
+                t = self.tables[table]
+                for r in c.execute(f"SELECT * FROM {t.physical()} ORDER BY {t.key}"):
+                    yield self.decode_row(t, r)
+
+            yield Snapshot(position, rows)
+        finally:
+            c.execute("COMMIT")
+
+    def record_error(self, name: str, position: int, error: str) -> None:
+        with self._immediate() as cur:
+            self._record_error(cur, name, self._read_position(cur, name), position, error)
+
+    def errors(self) -> dict[str, ProjectionError]:
+        return self._errors_from(self._conn().execute(f"SELECT * FROM {ERRORS}").fetchall())
 
     def swap(self, name: str, tables: Sequence[Table],
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int:
@@ -427,6 +693,7 @@ class PostgresReadModelStore(_SqlStore):
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")  # processes starting together
             cur.execute(f"CREATE TABLE IF NOT EXISTS {POSITIONS} (name text PRIMARY KEY, position bigint NOT NULL)")
+            cur.execute(self._DDL_ERRORS)
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -453,7 +720,7 @@ class PostgresReadModelStore(_SqlStore):
         event) travel together instead of one round trip each."""
         return cur.connection.pipeline()
 
-    def upsert_many(self, cur: Any, t: Table, scratch: bool, rows: list[tuple[Any, ...]]) -> None:
+    def upsert_many(self, cur: Any, t: Table, scratch: Scratch, rows: list[tuple[Any, ...]]) -> None:
         """One INSERT ... SELECT FROM unnest(column arrays) ... ON CONFLICT for the whole run."""
         if len(rows) < 4:
             return super().upsert_many(cur, t, scratch, rows)
@@ -472,6 +739,34 @@ class PostgresReadModelStore(_SqlStore):
                     f"FROM unnest({unnest}) AS u({', '.join(cols)}) "
                     f"ON CONFLICT ({t.key}) DO UPDATE SET {updates}", arrays, binary=True)
 
+    def _array(self, t: Table, col: str, values: list[Any]) -> list[Any]:
+        kind = t.kinds[col]
+        if kind == "json":
+            return [None if v is None else json.dumps(v, sort_keys=True) for v in values]
+        if kind == "bool":
+            return [None if v is None else bool(v) for v in values]
+        return values
+
+    def patch_many(self, cur: Any, t: Table, scratch: Scratch, cols: tuple[str, ...],
+                   rows: list[tuple[Any, ...]]) -> None:
+        """One UPDATE ... FROM unnest(column arrays) for the whole run."""
+        if len(rows) < 4:
+            return super().patch_many(cur, t, scratch, cols, rows)
+        kinds = t.kinds
+        arrays = [self._array(t, c, [row[i] for row in rows]) for i, c in enumerate(cols)] + [[r[-1] for r in rows]]
+        types = [self._ARRAY[kinds[c]] for c in cols] + [self._ARRAY[kinds[t.key]]]
+        names = [f"aw_v{i}" for i in range(len(cols))] + ["aw_key"]
+        sets = ", ".join(f"{c} = u.aw_v{i}{'::jsonb' if kinds[c] == 'json' else ''}" for i, c in enumerate(cols))
+        cur.execute(f"UPDATE {t.physical(scratch)} SET {sets} "
+                    f"FROM unnest({', '.join(f'%s::{ty}' for ty in types)}) AS u({', '.join(names)}) "
+                    f"WHERE {t.physical(scratch)}.{t.key} = u.aw_key", arrays, binary=True)
+
+    def delete_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> None:
+        if len(keys) < 4:
+            return super().delete_many(cur, t, scratch, keys)
+        cur.execute(f"DELETE FROM {t.physical(scratch)} WHERE {t.key} = ANY(%s::{self._ARRAY[t.kinds[t.key]]})",
+                    [keys], binary=True)
+
     def install(self, tables: Sequence[Table]) -> None:
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")  # concurrent installers
@@ -485,8 +780,13 @@ class PostgresReadModelStore(_SqlStore):
         cur.execute(f"SELECT position FROM {POSITIONS} WHERE name = %s FOR UPDATE", (name,))
         return int(cur.fetchone()["position"])
 
+    def write_position(self, cur: Any, name: str, position: int) -> None:
+        cur.execute(f"WITH cleared AS (DELETE FROM {ERRORS} WHERE name = %s) "
+                    f"INSERT INTO {POSITIONS} (name, position) VALUES (%s, %s) "
+                    f"ON CONFLICT (name) DO UPDATE SET position = excluded.position", (name, name, position))
+
     @contextmanager
-    def transaction(self, name: str, scratch: bool = False) -> Iterator[_SqlTx]:
+    def transaction(self, name: str, scratch: Scratch = False) -> Iterator[_SqlTx]:
         with self._tx() as cur:
             tx = _SqlTx(self, cur, name, scratch, self._lock_position(cur, self.tracking_name(name, scratch)))
             yield tx
@@ -514,18 +814,62 @@ class PostgresReadModelStore(_SqlStore):
             cur.execute(sql, params)
             return [self.decode_row(t, r) for r in cur.fetchall()]
 
-    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False) -> int:
+    def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False, scratch: Scratch = True) -> int:
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")
             for t in tables:
                 self.tables[t.name] = t
                 if fresh:
-                    cur.execute(f"DROP TABLE IF EXISTS {t.physical(True)}")
-                for sql in self.ddl(t, True):
+                    cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
+                for sql in self.ddl(t, scratch):
                     cur.execute(sql)
             if fresh:
-                cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (name + SCRATCH,))
-        return self.position(name + SCRATCH)
+                cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (self.tracking_name(name, scratch),))
+        return self.position(self.tracking_name(name, scratch))
+
+    def compare(self, name: str, tables: Sequence[Table], catch_up: Callable[[ReadModelTx, int, int], None],
+                scratch: Scratch = VERIFY, limit: int = 1000) -> tuple[int, list[Difference]]:
+        with self._tx() as cur:
+            live = self._lock_position(cur, name)  # waits for, then holds off, the live projector
+            return self._compare(cur, name, tables, catch_up, live, scratch,
+                                 self._lock_position(cur, self.tracking_name(name, scratch)), limit)
+
+    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None:
+        with self._tx() as cur:
+            for t in tables:
+                cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
+            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (self.tracking_name(name, scratch),))
+
+    @contextmanager
+    def snapshot(self, name: str, page: int = 5000) -> Iterator[Snapshot]:
+        """A REPEATABLE READ, READ ONLY transaction: one snapshot of every
+        table and the position, without locking out the projector; rows are
+        streamed (a server-side cursor per table)."""
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                r = conn.execute(f"SELECT position FROM {POSITIONS} WHERE name = %s", (name,)).fetchone()
+
+                def rows(table: str) -> Iterator[dict[str, Any]]:
+                    t = self.tables[table]
+                    with conn.cursor(name=f"snapshot_{t.name}") as cur:
+                        cur.itersize = page
+                        cur.execute(f"SELECT * FROM {t.physical()} ORDER BY {t.key}")
+                        for row in cur:
+                            yield self.decode_row(t, row)
+
+                yield Snapshot(int(r["position"]) if r else 0, rows)
+        except self._unavailable as e:
+            raise ServiceUnavailable("PostgreSQL", self._setting, self._url.split("@")[-1], e) from e
+
+    def record_error(self, name: str, position: int, error: str) -> None:
+        with self._tx() as cur:
+            self._record_error(cur, name, self._lock_position(cur, name), position, error)
+
+    def errors(self) -> dict[str, ProjectionError]:
+        with self._tx() as cur:
+            cur.execute(f"SELECT * FROM {ERRORS}")
+            return self._errors_from(cur.fetchall())
 
     def swap(self, name: str, tables: Sequence[Table],
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int:

@@ -84,7 +84,7 @@ def build(settings: Settings) -> Container:
     for projector in c.projectors.values():  # read models share the event store's database: make them now
         projector.install()
     feed = FeedGraphProjection()
-    c.projectors[feed.name] = Projector(feed, graph)  # type: ignore[arg-type]
+    c.projectors[feed.name] = Projector(feed, graph, errors=store)  # type: ignore[arg-type]  # its failures beside the others
     return c
 
 

@@ -12,6 +12,7 @@ EVERY_REQUEST_PER_TOKEN = Limit(rate=20, burst=40)
 LOGIN_PER_IP = Limit.per_minute(20)
 LOGIN_PER_USERNAME = Limit.per_minute(5)  # brute force against one account
 REGISTER_PER_IP = Limit.per_minute(10)
+RESET_PER_ADDRESS = Limit.per_minute(3)  # nobody's inbox is flooded with reset links
 CHECKIN_PER_SCANNER = Limit(rate=5, burst=30)  # one scanner admits about one person a second; bursts at the door
 
 
@@ -32,3 +33,7 @@ def buckets(method: str, path: str, ip: str, authorization: str | None) -> list[
 
 def login_bucket(username: str) -> tuple[str, Limit]:
     return f"login-user:{hashlib.sha256(username.strip().lower().encode()).hexdigest()[:32]}", LOGIN_PER_USERNAME
+
+
+def reset_bucket(email: str) -> tuple[str, Limit]:
+    return f"reset:{hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]}", RESET_PER_ADDRESS

@@ -5,13 +5,16 @@ the notifier sends."""
 from __future__ import annotations
 
 import html
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.auth_routes import TooManyAttempts
 from api.deps import Deps, Principal
+from api.limits import reset_bucket
 from commands.messages import CommandContext
 from commands.notifications import PreferenceChanges
 from domain.notifications import CHANNELS, KINDS, NotificationPreferences, is_transactional
@@ -101,6 +104,11 @@ class Accepted(BaseModel):
 def request_password_reset(body: ResetRequest, c: Deps) -> Accepted:
     """Mails a reset link if the address has an account. The answer is the
     same either way, so it does not tell who is registered."""
+    if c.limiter is not None:
+        wait = c.limiter.take(*reset_bucket(body.email))
+        if wait > 0:
+            raise TooManyAttempts("too many reset requests for this address; wait and retry",
+                                  retry_after=math.ceil(wait))
     c.app.request_password_reset(body.email, CommandContext(actor="anonymous"))
     return Accepted()
 

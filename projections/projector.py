@@ -11,7 +11,7 @@ import structlog
 
 from adapters.bus import EventBus
 from adapters.eventstore import EventLog
-from adapters.readmodels import ReadModelStore, ReadModelTx
+from adapters.readmodels import ErrorLog, ReadModelStore, ReadModelTx
 from domain.envelope import EventEnvelope
 from projections.base import Projection
 
@@ -28,7 +28,12 @@ def apply_batch(projection: Projection, tx: ReadModelTx, events: Sequence[EventE
         if ev.position <= last:
             continue
         if ev.event_type in projection.event_types:
-            projection.apply(ev, tx)
+            try:
+                projection.apply(ev, tx)
+            except Exception as e:
+                e.add_note(f"applying {ev.event_type} at position {ev.position} "
+                           f"({ev.aggregate_id} v{ev.aggregate_version})")
+                raise
         last = ev.position
         applied += 1
     if last != tx.position:
@@ -36,10 +41,20 @@ def apply_batch(projection: Projection, tx: ReadModelTx, events: Sequence[EventE
     return applied
 
 
+def describe(error: BaseException) -> str:
+    """One error as `projections status` shows it: type, message, notes
+    (which event it was applying)."""
+    notes = "; ".join(getattr(error, "__notes__", ()))
+    return f"{type(error).__name__}: {error}" + (f" ({notes})" if notes else "")
+
+
 class Projector:
-    def __init__(self, projection: Projection, store: ReadModelStore) -> None:
+    def __init__(self, projection: Projection, store: ReadModelStore, errors: ErrorLog | None = None) -> None:
+        """`errors`: where failures are recorded for `projections status`
+        (default: the store, when it is an `ErrorLog`)."""
         self.projection = projection
         self.store = store
+        self.errors = errors if errors is not None else (store if isinstance(store, ErrorLog) else None)
         self._installed = False
 
     def install(self) -> None:
@@ -72,15 +87,48 @@ class Projector:
                 return total
             total += self.handle(events)
 
-    def follow(self, log_: EventLog, stop: Callable[[], bool], idle: float = 0.05) -> None:
+    def failed(self, error: BaseException) -> None:
+        """A batch failed (and was rolled back): log it, and record it where
+        `attendwise projections status` shows it until the projection gets
+        past it. Recording is best effort: the store may be what failed."""
+        name = self.projection.name
+        try:
+            position = self.store.position(name)
+        except Exception:  # noqa: BLE001 - the store itself is down: the log line must still be written
+            position = None
+        log.error("projection_failed", projection=name, position=position, exc_info=error)
+        if self.errors is not None and position is not None:
+            try:
+                self.errors.record_error(name, position, describe(error))
+            except Exception:  # noqa: BLE001 - logged; the projector retries either way
+                log.warning("projection_error_not_recorded", projection=name, exc_info=True)
+
+    def follow(self, log_: EventLog, stop: Callable[[], bool], idle: float = 0.05, pause: float = 1.0) -> None:
         """Follow the log until `stop()` says so (embedded mode's in-process loop)."""
         while not stop():
             try:
                 if not self.catch_up(log_):
                     time.sleep(idle)
-            except Exception:  # noqa: BLE001 - logged, retried: never skip an event
-                log.exception("projection_failed", projection=self.projection.name, position=self.position)
-                time.sleep(1.0)
+            except Exception as e:  # noqa: BLE001 - logged, recorded, retried: never skip an event
+                self.failed(e)
+                time.sleep(pause)
+
+
+async def _retrying(projector: Projector, stop: asyncio.Event, work: Callable[..., object], *args: object,
+                    pause: float = 1.0) -> None:
+    """Runs `work(*args)` in a thread until it succeeds or `stop` is set; each
+    failure is logged and recorded (`Projector.failed`). A batch that fails is
+    tried again, never skipped: the projection waits where it is."""
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(work, *args)
+            return
+        except Exception as e:  # noqa: BLE001 - recorded and retried
+            await asyncio.to_thread(projector.failed, e)
+            try:
+                await asyncio.wait_for(stop.wait(), pause)
+            except asyncio.TimeoutError:
+                pass
 
 
 async def follow_bus(projector: Projector, event_log: EventLog, bus: EventBus, stop: asyncio.Event,
@@ -90,7 +138,9 @@ async def follow_bus(projector: Projector, event_log: EventLog, bus: EventBus, s
     is gap-free and in log order (the relay guarantees it), so each batch is
     applied in one transaction together with its position."""
 
-    await asyncio.to_thread(projector.catch_up, event_log)
+    await _retrying(projector, stop, projector.catch_up, event_log)
+    if stop.is_set():
+        return
     start = await bus.first_seq_after(projector.position)
     queue: asyncio.Queue = asyncio.Queue(maxsize=batch * 4)
 
@@ -115,6 +165,6 @@ async def follow_bus(projector: Projector, event_log: EventLog, bus: EventBus, s
             if pumper.done():
                 pumper.result()  # re-raise the bus's error
             if events:
-                await asyncio.to_thread(projector.handle, events)
+                await _retrying(projector, stop, projector.handle, events)
     finally:
         pumper.cancel()

@@ -27,6 +27,19 @@ def test_brute_force_login_hits_the_limit_with_retry_after(base_url: Stack) -> N
     assert attempt(base_url, "someone-else@example.org").status_code == 401  # other accounts are not locked out
 
 
+def test_reset_links_to_one_address_are_limited_whether_or_not_it_is_registered(base_url: Stack) -> None:
+    def ask(email: str) -> httpx.Response:
+        return httpx.post(base_url + "/auth/password-reset", json={"email": email}, timeout=10)
+
+    assert httpx.post(base_url + "/users", json={"email": "victim@example.org", "display_name": "V",
+                                                 "password": "correct horse battery staple"}).status_code == 201
+    for email in ("victim@example.org", "nobody@example.org"):
+        codes = [ask(email).status_code for _ in range(4)]
+        assert codes == [202, 202, 202, 429]  # the same answers: they tell nothing about who is registered
+    limited = ask("VICTIM@example.org ")
+    assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMITED" and limited.headers["retry-after"]
+
+
 def test_two_api_processes_share_one_limit_through_redis(pg_url: str, tmp_path: Path) -> None:
     need("redis")
     env = {"ATTENDWISE_DATABASE_URL": pg_url, "ATTENDWISE_DATA_DIR": str(tmp_path),

@@ -293,6 +293,7 @@ def test_provider_errors_are_retried_then_dead_lettered_and_retried_by_an_operat
     town.person("ann")
     [mail] = town.mails("ann", "confirm")
     nid = mail["Message-ID"].strip("<>").split("@")[0]
+    eventually(lambda: [e for e in town.events("NotificationSent") if e.aggregate_id == nid] or None)  # recorded after
     history = [e.event_type for e in town.events("NotificationAttemptFailed") + town.events("NotificationSent")
                if e.aggregate_id == nid]
     assert history.count("NotificationAttemptFailed") == 2 and history.count("NotificationSent") == 1

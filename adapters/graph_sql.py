@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from adapters.errors import ServiceUnavailable
+from adapters.sql import sqlite_transaction
 from adapters.graph import (REBUILD_WAIT, ChangeBuffer, FeedItem, FeedPage, GraphSnapshot, Order, Row, Suggestion,
                             check_limit, check_page, make_page, top_score)
 
@@ -166,15 +167,8 @@ class SQLiteFeedGraph:
     def _write(self, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Cursor]:
         """One transaction (by default holding the write lock): commits on
         leaving, rolls back on an exception."""
-        with self._errors():
-            c = self._conn()
-            c.execute(begin)
-            try:
-                yield c.cursor()
-                c.execute("COMMIT")
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
+        with self._errors(), sqlite_transaction(self._conn(), begin) as cur:
+            yield cur
 
     @contextmanager
     def transaction(self, name: str, scratch: bool = False) -> Iterator[ChangeBuffer]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from adapters.errors import ServiceUnavailable
+from adapters.sql import sqlite_transaction
 
 POSITIONS = "projection_positions"
 ERRORS = "projection_errors"  # the last failure of each projection, until it moves past it
@@ -330,6 +331,18 @@ class _SqlStore:
     def tracking_name(self, name: str, scratch: Scratch) -> str:
         return name + suffix(scratch)
 
+    def _tx(self) -> Any:  # a write transaction yielding a cursor (each store's own)
+        raise NotImplementedError
+
+    def _drop_scratch(self, cur: Any, name: str, tables: Sequence[Table], scratch: Scratch) -> None:
+        for t in tables:
+            cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
+        cur.execute(f"DELETE FROM {POSITIONS} WHERE name = {self.param}", (self.tracking_name(name, scratch),))
+
+    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None:
+        with self._tx() as cur:
+            self._drop_scratch(cur, name, tables, scratch)
+
     def upsert_sql(self, t: Table, scratch: Scratch) -> str:
         cols = t.column_names
         p = ", ".join([self.param] * len(cols))
@@ -539,17 +552,10 @@ class SQLiteReadModelStore(_SqlStore):
 
     @contextmanager
     def transaction(self, name: str, scratch: Scratch = False) -> Iterator[_SqlTx]:
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            cur = c.cursor()
+        with self._tx() as cur:
             tx = _SqlTx(self, cur, name, scratch, self._read_position(cur, self.tracking_name(name, scratch)))
             yield tx
             tx.finish()
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
 
     def _read_position(self, cur: Any, name: str) -> int:
         cur.execute(f"SELECT position FROM {POSITIONS} WHERE name = ?", (name,))
@@ -572,48 +578,28 @@ class SQLiteReadModelStore(_SqlStore):
         return [self.decode_row(t, r) for r in self._conn().execute(sql, params).fetchall()]
 
     def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False, scratch: Scratch = True) -> int:
-        c = self._conn()
         for t in tables:
             self.tables[t.name] = t
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with self._tx() as cur:
             if fresh:
-                for t in tables:
-                    c.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
-                c.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (self.tracking_name(name, scratch),))
+                self._drop_scratch(cur, name, tables, scratch)
             for t in tables:
                 for sql in self.ddl(t, scratch):
-                    c.execute(sql)
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+                    cur.execute(sql)
         return self.position(self.tracking_name(name, scratch))
 
     @contextmanager
-    def _immediate(self) -> Iterator[Any]:
+    def _tx(self) -> Iterator[Any]:
         """A write transaction: SQLite's one writer at a time (so it excludes
         the live projector too)."""
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c.cursor()
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+        with sqlite_transaction(self._conn()) as cur:
+            yield cur
 
     def compare(self, name: str, tables: Sequence[Table], catch_up: Callable[[ReadModelTx, int, int], None],
                 scratch: Scratch = VERIFY, limit: int = 1000) -> tuple[int, list[Difference]]:
-        with self._immediate() as cur:
+        with self._tx() as cur:
             return self._compare(cur, name, tables, catch_up, self._read_position(cur, name), scratch,
                                  self._read_position(cur, self.tracking_name(name, scratch)), limit)
-
-    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None:
-        with self._immediate() as cur:
-            for t in tables:
-                cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
-            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = ?", (self.tracking_name(name, scratch),))
 
     @contextmanager
     def snapshot(self, name: str) -> Iterator[Snapshot]:
@@ -635,7 +621,7 @@ class SQLiteReadModelStore(_SqlStore):
             c.execute("COMMIT")
 
     def record_error(self, name: str, position: int, error: str) -> None:
-        with self._immediate() as cur:
+        with self._tx() as cur:
             self._record_error(cur, name, self._read_position(cur, name), position, error)
 
     def errors(self) -> dict[str, ProjectionError]:
@@ -643,17 +629,9 @@ class SQLiteReadModelStore(_SqlStore):
 
     def swap(self, name: str, tables: Sequence[Table],
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int:
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")  # excludes the live projector's writes
-        try:
-            cur = c.cursor()
-            final = self._swap(cur, name, tables, catch_up, self._read_position(cur, name),
-                               self._read_position(cur, name + SCRATCH))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        return final
+        with self._tx() as cur:  # excludes the live projector's writes
+            return self._swap(cur, name, tables, catch_up, self._read_position(cur, name),
+                              self._read_position(cur, name + SCRATCH))
 
     def _rename_indexes(self, cur: Any, t: Table) -> None:
         for ix in t.indexes:  # SQLite keeps an index's name: make the live one anew
@@ -817,14 +795,12 @@ class PostgresReadModelStore(_SqlStore):
     def start_rebuild(self, name: str, tables: Sequence[Table], fresh: bool = False, scratch: Scratch = True) -> int:
         with self._tx() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(4242)")
+            if fresh:
+                self._drop_scratch(cur, name, tables, scratch)
             for t in tables:
                 self.tables[t.name] = t
-                if fresh:
-                    cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
                 for sql in self.ddl(t, scratch):
                     cur.execute(sql)
-            if fresh:
-                cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (self.tracking_name(name, scratch),))
         return self.position(self.tracking_name(name, scratch))
 
     def compare(self, name: str, tables: Sequence[Table], catch_up: Callable[[ReadModelTx, int, int], None],
@@ -833,12 +809,6 @@ class PostgresReadModelStore(_SqlStore):
             live = self._lock_position(cur, name)  # waits for, then holds off, the live projector
             return self._compare(cur, name, tables, catch_up, live, scratch,
                                  self._lock_position(cur, self.tracking_name(name, scratch)), limit)
-
-    def drop_scratch(self, name: str, tables: Sequence[Table], scratch: Scratch = VERIFY) -> None:
-        with self._tx() as cur:
-            for t in tables:
-                cur.execute(f"DROP TABLE IF EXISTS {t.physical(scratch)}")
-            cur.execute(f"DELETE FROM {POSITIONS} WHERE name = %s", (self.tracking_name(name, scratch),))
 
     @contextmanager
     def snapshot(self, name: str, page: int = 5000) -> Iterator[Snapshot]:

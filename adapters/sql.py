@@ -6,10 +6,25 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from adapters.errors import ServiceUnavailable
+
+
+@contextmanager
+def sqlite_transaction(conn: sqlite3.Connection, begin: str = "BEGIN IMMEDIATE") -> Iterator[sqlite3.Cursor]:
+    """One transaction on an autocommit connection (by default holding the
+    write lock): commits on leaving, rolls back on an exception."""
+    conn.execute(begin)
+    try:
+        yield conn.cursor()
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class SQLiteFile:

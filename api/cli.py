@@ -189,7 +189,7 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
     it in order anyway."""
     from adapters.relay import Relay
     from api.bootstrap import build, connect_bus
-    from api.jobs import seal_every
+    from api.jobs import SEAL_EVERY, in_thread, repeat, seal_log
 
     container = build(settings)
 
@@ -197,7 +197,8 @@ def _relay(settings: Settings, args: argparse.Namespace) -> int:
         stop = asyncio.Event()
         _stop_on_signals(stop)
         relay = Relay(container.event_log, lambda: connect_bus(settings))
-        await asyncio.gather(relay.run(stop), seal_every(container, stop))
+        await asyncio.gather(relay.run(stop),
+                             repeat("seal", stop, in_thread(lambda: seal_log(container)), every=SEAL_EVERY))
         if relay.bus is not None:
             await relay.bus.close()
 

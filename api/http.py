@@ -36,7 +36,7 @@ from api.limits import buckets
 from api.graphql import graphql_app
 from api.live import LiveFeed
 from api.live import router as live_router
-from api.jobs import extend_horizons, fail_overdue_checkins, seal_every
+from api.jobs import SEAL_EVERY, extend_horizons, fail_overdue_checkins, in_thread, repeat, seal_log
 from api.attendance_routes import MAX_PHOTO_BYTES
 from api.attendance_routes import router as attendance_router
 from api.community_routes import router as community_router
@@ -303,10 +303,12 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
             bus = await connect_bus(settings)
             app.state.bus = bus
             tasks.append(asyncio.create_task(Relay(container.event_log, bus).run(stop)))
-            tasks.append(asyncio.create_task(_every(3600, stop, lambda: extend_horizons(container))))
-            tasks.append(asyncio.create_task(_every(30, stop, lambda: fail_overdue_checkins(container))))
+            for name, job, every, wait_first in (
+                    ("horizons", lambda: extend_horizons(container), 3600, True),
+                    ("overdue check-ins", lambda: fail_overdue_checkins(container), 30, True),
+                    ("seal", lambda: seal_log(container), SEAL_EVERY, False)):  # full mode: the relay seals
+                tasks.append(asyncio.create_task(repeat(name, stop, in_thread(job), every, wait_first)))
             tasks.append(asyncio.create_task(run_notifier(container, stop)))
-            tasks.append(asyncio.create_task(seal_every(container, stop)))  # full mode: the relay seals
         if bus is not None or settings.nats_url:  # live dashboards follow the bus (full mode: its own JetStream link)
             feed_bus = bus if bus is not None else (lambda: connect_bus(settings))
             tasks.append(asyncio.create_task(app.state.live.run(feed_bus, stop)))
@@ -430,17 +432,6 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)
     return app
-
-
-async def _every(seconds: float, stop: asyncio.Event, job: Any) -> None:
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            try:
-                await asyncio.to_thread(job)
-            except Exception:  # noqa: BLE001 - logged; the next round tries again
-                log.exception("job_failed")
 
 
 async def _check_nats(url: str) -> str:

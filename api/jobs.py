@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -13,6 +14,7 @@ from commands.messages import CommandContext
 from domain.errors import ConcurrencyConflict
 
 log = structlog.get_logger("jobs")
+SEAL_EVERY = 5.0  # seconds between seals of the log
 
 
 def extend_horizons(c: Container, now: dt.datetime | None = None) -> int:
@@ -44,19 +46,44 @@ def fail_overdue_checkins(c: Container, now: dt.datetime | None = None) -> int:
     return failed
 
 
-async def seal_every(c: Container, stop: "asyncio.Event", every: float = 5.0) -> None:
-    """Seal the log every few seconds (tamper evidence: `attendwise audit`).
+def seal_log(c: Container) -> int:
+    """Seal what is new in the log (tamper evidence: `attendwise audit`).
     Safe anywhere, concurrently: seals are deterministic and idempotent."""
     from api.bootstrap import sealer
 
+    sealed = sealer(c).seal()
+    if sealed:
+        log.info("log_sealed", events=sealed)
+    return sealed
+
+
+async def repeat(name: str, stop: asyncio.Event, run: Callable[[], Awaitable[object]], every: float | None = None,
+                 wait_first: bool = False) -> None:
+    """Run `run` until stop: once (`every` None: again only after an error),
+    or every `every` seconds, first after one interval when `wait_first`.
+    An error is logged and the loop goes on, so one bad moment ends nothing."""
+    if wait_first and every is not None and await _stopped(stop, every):
+        return
     while not stop.is_set():
         try:
-            sealed = await asyncio.to_thread(sealer(c).seal)
-            if sealed:
-                log.info("log_sealed", events=sealed)
-        except Exception:  # noqa: BLE001 - logged; the next round catches up
-            log.exception("sealing_failed")
-        try:
-            await asyncio.wait_for(stop.wait(), every)
-        except asyncio.TimeoutError:
-            pass
+            await run()
+        except Exception:  # noqa: BLE001 - logged and retried
+            log.exception("job_failed", job=name)
+        else:
+            if every is None:
+                return
+        if await _stopped(stop, every or 1.0):
+            return
+
+
+def in_thread(job: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    """A blocking job as something `repeat` can await."""
+    return lambda: asyncio.to_thread(job)
+
+
+async def _stopped(stop: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+        return True
+    except asyncio.TimeoutError:
+        return False

@@ -14,6 +14,7 @@ import structlog
 from adapters.notify_channels import Channel, OutboxChannel, SmtpChannel, WebhookChannel
 from adapters.notify_intake import EventIntake, JetStreamIntake, LogIntake
 from api.bootstrap import Container
+from api.jobs import repeat
 from api.settings import Settings
 from commands.notifier import CAUSES, Notifier, NotifierConfig
 
@@ -45,26 +46,6 @@ def intake(c: Container) -> EventIntake:
     return LogIntake(c.event_log, c.readmodels, name="notifier")
 
 
-async def _supervised(name: str, stop: asyncio.Event, run: Callable[[], Awaitable[object]],
-                      every: float | None = None) -> None:
-    """Run `run` (once, or every `every` seconds) until stop; an error is
-    logged and the loop starts again, so one bad moment never ends delivery."""
-    while not stop.is_set():
-        try:
-            await run()
-        except Exception:  # noqa: BLE001 - logged and retried
-            log.exception("notifier_loop_failed", loop=name)
-            every_ = every or 1.0
-        else:
-            if every is None:
-                return
-            every_ = every
-        try:
-            await asyncio.wait_for(stop.wait(), every_)
-        except asyncio.TimeoutError:
-            pass
-
-
 async def run_notifier(c: Container, stop: asyncio.Event) -> None:
     notifier = build_notifier(c)
     feed = intake(c)
@@ -74,9 +55,9 @@ async def run_notifier(c: Container, stop: asyncio.Event) -> None:
              channels={k: ch.name for k, ch in notifier.channels.items()})
     try:
         await asyncio.gather(
-            _supervised("intake", stop, lambda: feed.run(notifier.on_event, stop, CAUSES.__contains__)),
-            _supervised("sweep", stop, notifier.sweep, every=s.notify_sweep_every),
-            _supervised("reminders", stop, notifier.remind, every=s.notify_reminders_every),
+            repeat("notifier intake", stop, lambda: feed.run(notifier.on_event, stop, CAUSES.__contains__)),
+            repeat("notifier sweep", stop, notifier.sweep, every=s.notify_sweep_every),
+            repeat("notifier reminders", stop, notifier.remind, every=s.notify_reminders_every),
         )
     finally:
         await notifier.close()

@@ -124,9 +124,8 @@ class IdentityHandlers:
         user.record_password_change(dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, user)
 
-    def email_verification_token(self, user_id: str) -> str | None:
+    def email_verification_token(self, user: User) -> str | None:
         """A signed, single-purpose link token (24 hours), or None once verified."""
-        user = self.get_user(uuid.UUID(user_id))
         if user.email_verified:
             return None
         token, _ = self.tokens.issue(str(user.id), "verify-email", dt.timedelta(hours=24))
@@ -145,9 +144,8 @@ class IdentityHandlers:
         user.request_password_reset(dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, user)
 
-    def password_reset_token(self, user_id: str) -> str:
+    def password_reset_token(self, user: User) -> str:
         """One hour, and once: bound to when the password last changed."""
-        user = self.get_user(uuid.UUID(user_id))
         token, _ = self.tokens.issue(str(user.id), "reset-password", RESET_TTL, scope=_password_epoch(user))
         return token
 

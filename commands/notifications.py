@@ -12,8 +12,8 @@ from typing import Any
 
 from domain.errors import ConcurrencyConflict, InvalidInput
 from domain.notifications import (
-    KINDS, Notification, NotificationPreferences, check_channel, check_kind, default_preferences, preferences_id,
-    send_after,
+    Notification, NotificationPreferences, check_channel, check_kind, default_preferences, preferences_id,
+    retry_delay, send_after,
 )
 from commands.loading import Loader
 from commands.messages import CommandContext
@@ -45,7 +45,6 @@ class PreferenceChanges:
 
 class NotificationHandlers(Loader):
     tokens: Any  # TokenService
-    clock: Any = None
 
     # ---- preferences
     def notification_preferences(self, user_id: str) -> NotificationPreferences:
@@ -133,8 +132,6 @@ class NotificationHandlers(Loader):
     def record_outcome(self, n: Notification, worker: str, *, provider: str = "", provider_id: str = "",
                        error: str | None = None, permanent: bool = False, skip: str | None = None,
                        now: dt.datetime, max_attempts: int, retry_base: float) -> bool:
-        from domain.notifications import retry_delay
-
         if skip is not None:
             n.skip(skip)
         elif error is None:
@@ -155,6 +152,3 @@ class NotificationHandlers(Loader):
         n.requeue(ctx.actor, now or dt.datetime.now(dt.timezone.utc))
         self.save_stamped(ctx, n)
 
-
-def notification_kinds() -> list[str]:
-    return list(KINDS)

@@ -195,12 +195,12 @@ class Notifier:
         base = self.config.base_url
         context = {**n.context, "display_name": user.display_name, "app_url": base, "unsubscribe_url": None}
         if n.kind == "email_verification":
-            token = self.app.email_verification_token(n.recipient_id)
+            token = self.app.email_verification_token(user)
             if token is None:
                 return "ALREADY_VERIFIED"
             context["link"] = f"{base}/auth/verify-email?token={token}"
         elif n.kind == "password_reset":
-            context["link"] = f"{base}/auth/reset-password?token={self.app.password_reset_token(n.recipient_id)}"
+            context["link"] = f"{base}/auth/reset-password?token={self.app.password_reset_token(user)}"
         elif n.channel == "email":
             token = self.app.unsubscribe_link_token(n.recipient_id, n.kind, n.channel)
             context["unsubscribe_url"] = f"{base}/notifications/unsubscribe?token={token}"

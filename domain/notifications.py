@@ -44,6 +44,7 @@ KINDS: dict[str, tuple[tuple[str, ...], bool]] = {
     "reply_to_post": (("email", "push"), False),
     "waitlist_promoted": (("email", "push", "sms"), False),
 }
+EMAIL_ONLY = ("email_verification", "password_reset")  # links to the account itself: only to its address
 REMINDER_OFFSETS = (1440, 60)  # minutes before a session starts: the reminders there are
 MAX_ATTEMPTS = 5
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -255,9 +256,9 @@ class NotificationPreferences(AttendWiseAggregate):
         return self.switched.get(f"{kind}:{channel}", default_on)
 
     def channels_for(self, kind: str) -> list[str]:
-        """The channels this kind goes to: transactional kinds always by email;
-        push and SMS only with an address."""
-        if is_transactional(kind) and kind in ("email_verification", "password_reset"):
+        """The channels this kind goes to: account links by email only; push
+        and SMS only with an address."""
+        if kind in EMAIL_ONLY:
             return ["email"]
         return [c for c in CHANNELS if self.wants(kind, c) and (c == "email" or c in self.addresses)]
 

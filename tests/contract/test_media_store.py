@@ -196,9 +196,9 @@ def test_an_expired_upload_form_is_refused(files: FileMediaStore) -> None:
 def test_an_expired_download_url_is_refused(files: FileMediaStore) -> None:
     key = new_key()
     assert post(files.upload_form(key, "image/png", 1000, MINUTE), PNG, "image/png").status_code == 204
-    url = files.download_url(key, dt.timedelta(seconds=1))
+    url = files.download_url(key, dt.timedelta(seconds=3))  # "exp" is whole seconds: valid for 2 to 3 s
     assert httpx.get(url).status_code == 200
-    time.sleep(2)
+    time.sleep(4)
     assert refused(httpx.get(url), 403, "MEDIA_TOKEN_REFUSED")
 
 

@@ -11,7 +11,7 @@ import threading
 import uuid
 
 import orjson
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,10 +41,16 @@ class EventLog(Protocol):
     - `read(after, limit)` returns up to `limit` envelopes whose position is
       greater than `after`, in position order. Positions only grow; a reader
       that has seen position p never later finds an unseen event below p.
+    - `scan(after, upto, types)` returns every envelope whose position is in
+      (after, upto] and whose `event_type` is one of `types`, in position
+      order: a rebuild reads only the kinds of events its projections use,
+      and the store filters them before anything is decoded.
     - `head()` is the greatest position recorded (0 when empty).
     """
 
     def read(self, after: int, limit: int) -> list[EventEnvelope]: ...
+
+    def scan(self, after: int, upto: int, types: Collection[str]) -> list[EventEnvelope]: ...
 
     def head(self) -> int: ...
 
@@ -251,6 +257,12 @@ class ApplicationEventLog:
                 "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
                 "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
             ).format(Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
+            # an event's type is its topic's class path without dots (`_event_type_of`)
+            self._scan = SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+                "WHERE notification_id > %s AND notification_id <= %s "
+                "AND replace(split_part(topic, ':', 2), '.', '') = ANY(%s) ORDER BY notification_id"
+            ).format(Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
 
     def read(self, after: int, limit: int) -> list[EventEnvelope]:
         try:
@@ -261,6 +273,37 @@ class ApplicationEventLog:
                 envelopes = [to_envelope(self.app, n) for n in notes]
         except (OperationalError, InterfaceError) as e:
             raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
+        return self._decrypted(envelopes)
+
+    def scan(self, after: int, upto: int, types: Collection[str]) -> list[EventEnvelope]:
+        if upto <= after or not types:
+            return []
+        try:
+            if self._pg:
+                rows = self._fetch(self._scan, (after, upto, sorted(types)))
+            else:
+                inner = _inner(self.app.recorder)
+                marks = ", ".join("?" * len(types))
+                with inner.datastore.transaction(commit=False) as c:
+                    c.execute(f"SELECT rowid, originator_id, originator_version, topic, state "
+                              f"FROM {inner.events_table_name} WHERE rowid > ? AND rowid <= ? "
+                              f"AND replace(substr(topic, instr(topic, ':') + 1), '.', '') IN ({marks}) "
+                              f"ORDER BY rowid", (after, upto, *sorted(types)))
+                    rows = [tuple(r) for r in c.fetchall()]
+        except (OperationalError, InterfaceError) as e:
+            raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
+        return self._decrypted([to_envelope(self.app, Notification(id=r[0], originator_id=_uuid(r[1]), originator_version=r[2],
+                                                                   topic=r[3], state=_bytes(r[4]))) for r in rows])
+
+    def _fetch(self, query: Any, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        from psycopg.rows import tuple_row
+
+        with _inner(self.app.recorder).datastore.get_connection() as conn:
+            with conn.cursor(row_factory=tuple_row) as curs:
+                curs.execute(query, params, prepare=True)
+                return curs.fetchall()
+
+    def _decrypted(self, envelopes: list[EventEnvelope]) -> list[EventEnvelope]:
         if self.app.vault is not None:
             self._decrypt(envelopes)
         return envelopes
@@ -282,12 +325,7 @@ class ApplicationEventLog:
     def _read_pg(self, after: int, limit: int) -> list[EventEnvelope]:
         """The library's `select_notifications` with plain tuple rows: the
         rebuild path reads hundreds of thousands of events."""
-        from psycopg.rows import tuple_row
-
-        with _inner(self.app.recorder).datastore.get_connection() as conn:
-            with conn.cursor(row_factory=tuple_row) as curs:
-                curs.execute(self._select, (after, limit), prepare=True)
-                rows = curs.fetchall()
+        rows = self._fetch(self._select, (after, limit))
         return [to_envelope(self.app, Notification(id=r[0], originator_id=r[1], originator_version=r[2],
                                                    topic=r[3], state=bytes(r[4]))) for r in rows]
 
@@ -298,12 +336,7 @@ class ApplicationEventLog:
         """Stored events exactly as the database holds them (encrypted, not
         upcast): what the audit seals cover."""
         if self._pg:
-            from psycopg.rows import tuple_row
-
-            with _inner(self.app.recorder).datastore.get_connection() as conn:
-                with conn.cursor(row_factory=tuple_row) as curs:
-                    curs.execute(self._select, (after, limit), prepare=True)
-                    return [StoredRow(r[0], str(r[1]), r[2], r[3], _bytes(r[4])) for r in curs.fetchall()]
+            return [StoredRow(r[0], str(r[1]), r[2], r[3], _bytes(r[4])) for r in self._fetch(self._select, (after, limit))]
         notes = self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
         return [StoredRow(n.id, str(n.originator_id), n.originator_version, n.topic, _bytes(n.state)) for n in notes]
 

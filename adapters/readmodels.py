@@ -11,7 +11,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +139,12 @@ class ReadModelTx(Protocol):
     def set_position(self, position: int) -> None: ...
 
 
+class PrefetchingTx(ReadModelTx, Protocol):
+    """A transaction that can read many rows in one round trip (`_SqlTx`)."""
+
+    def prefetch(self, table: str, keys: Collection[Any]) -> None: ...
+
+
 class ReadModelStore(Protocol):
     """Port. Contract:
     - `install(tables)` creates missing live tables; idempotent.
@@ -211,11 +217,13 @@ class _SqlTx:
     """Buffers writes and flushes them with executemany (one round trip per run
     of like statements): the rebuild path writes hundreds of thousands of rows.
 
-    It also remembers each row it wrote or read, as the database would hold
-    it (JSON as text, bools as bools), so `get` of a known row needs no
-    flush and no round trip, and `get` of another row needs no flush unless
-    a pending `patch` touches it. Exact, because the transaction holds the
-    projection's lock: no one else writes these tables meanwhile."""
+    It also remembers each row it wrote or read, so `get` of a known row
+    needs no flush and no round trip, and `get` of another row needs no
+    flush unless a pending `patch` touches it. Exact, because the
+    transaction holds the projection's lock: no one else writes these tables
+    meanwhile. `get` hands out the row as the database would give it back
+    (JSON through a round trip, bools as bools): a copy, made only when
+    asked for, since most rows written are never read back."""
 
     def __init__(self, store: "_SqlStore", cur: Any, name: str, scratch: Scratch, position: int) -> None:
         self.store, self.cur, self.name, self.scratch = store, cur, name, scratch
@@ -233,19 +241,21 @@ class _SqlTx:
         return t.name, (str(key) if t.kinds[t.key] == "text" else key)
 
     @staticmethod
-    def _stored(t: Table, col: str, v: Any) -> Any:
-        """A value as the database returns it, before `decode_row`."""
-        if v is None:
-            return None
-        kind = t.kinds[col]
-        return json.dumps(v, sort_keys=True) if kind == "json" else bool(v) if kind == "bool" else v
+    def _as_read(t: Table, row: dict[str, Any]) -> dict[str, Any]:
+        """A remembered row as `get` returns it, after a trip to the database."""
+        out = dict(row)
+        for c, kind in t.columns:
+            v = out.get(c)
+            if v is not None and kind in ("json", "bool"):
+                out[c] = json.loads(json.dumps(v, sort_keys=True)) if kind == "json" else bool(v)
+        return out
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
         t = self._t(table)
         values = tuple(row.get(c) for c in t.column_names)
         self._ops.append((("upsert", t.name), values))
         ck = self._ck(t, row.get(t.key))
-        self._known[ck] = {c: self._stored(t, c, v) for c, v in zip(t.column_names, values)}
+        self._known[ck] = dict(zip(t.column_names, values))
         self._dirty.discard(ck)
 
     def patch(self, table: str, key: Any, changes: dict[str, Any]) -> None:
@@ -256,7 +266,7 @@ class _SqlTx:
         if ck not in self._known:
             self._dirty.add(ck)
         elif (known := self._known[ck]) is not None:  # (no row: the UPDATE changes nothing)
-            known.update({c: self._stored(t, c, changes[c]) for c in cols})
+            known.update({c: changes[c] for c in cols})
 
     def delete(self, table: str, key: Any) -> None:
         t = self._t(table)
@@ -273,10 +283,26 @@ class _SqlTx:
                 self.flush()
             self.cur.execute(f"SELECT * FROM {t.physical(self.scratch)} WHERE {t.key} = {self.store.param}", (key,))
             r = self.cur.fetchone()
-            self._known[ck] = None if r is None else {c: self._stored(t, c, v) for c, v in
-                                                      self.store.decode_row(t, r).items()}
+            self._known[ck] = None if r is None else self.store.decode_row(t, r)
         known = self._known[ck]
-        return None if known is None else self.store.decode_row(t, known)
+        return None if known is None else self._as_read(t, known)
+
+    def prefetch(self, table: str, keys: Collection[Any]) -> None:
+        """Reads the rows of `keys` not known yet in one query per thousand,
+        so their `get`s need no round trip (absent ones are known absent)."""
+        t = self._t(table)
+        todo = [k for k in keys if self._ck(t, k) not in self._known]
+        if any(self._ck(t, k) in self._dirty for k in todo):
+            self.flush()
+        for i in range(0, len(todo), 1000):
+            chunk = todo[i:i + 1000]
+            marks = ", ".join([self.store.param] * len(chunk))
+            self.cur.execute(f"SELECT * FROM {t.physical(self.scratch)} WHERE {t.key} IN ({marks})", chunk)
+            for r in self.cur.fetchall():
+                row = self.store.decode_row(t, r)
+                self._known[self._ck(t, row[t.key])] = row
+            for k in chunk:
+                self._known.setdefault(self._ck(t, k), None)
 
     def set_position(self, position: int) -> None:
         self._new_position = position
@@ -711,7 +737,7 @@ class PostgresReadModelStore(_SqlStore):
                 values = [None if v is None else json.dumps(v, sort_keys=True) for v in values]
             arrays.append(values)
         select = ", ".join(f"{c}::jsonb" if kinds[c] == "json" else c for c in cols)
-        unnest = ", ".join(f"%s::{self._ARRAY[kinds[c]]}" for c in cols)
+        unnest = ", ".join(f"%b::{self._ARRAY[kinds[c]]}" for c in cols)  # binary: no quoting of each element
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c != t.key) or f"{t.key} = excluded.{t.key}"
         cur.execute(f"INSERT INTO {t.physical(scratch)} ({', '.join(cols)}) SELECT {select} "
                     f"FROM unnest({unnest}) AS u({', '.join(cols)}) "
@@ -736,13 +762,13 @@ class PostgresReadModelStore(_SqlStore):
         names = [f"aw_v{i}" for i in range(len(cols))] + ["aw_key"]
         sets = ", ".join(f"{c} = u.aw_v{i}{'::jsonb' if kinds[c] == 'json' else ''}" for i, c in enumerate(cols))
         cur.execute(f"UPDATE {t.physical(scratch)} SET {sets} "
-                    f"FROM unnest({', '.join(f'%s::{ty}' for ty in types)}) AS u({', '.join(names)}) "
+                    f"FROM unnest({', '.join(f'%b::{ty}' for ty in types)}) AS u({', '.join(names)}) "
                     f"WHERE {t.physical(scratch)}.{t.key} = u.aw_key", arrays, binary=True)
 
     def delete_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> None:
         if len(keys) < 4:
             return super().delete_many(cur, t, scratch, keys)
-        cur.execute(f"DELETE FROM {t.physical(scratch)} WHERE {t.key} = ANY(%s::{self._ARRAY[t.kinds[t.key]]})",
+        cur.execute(f"DELETE FROM {t.physical(scratch)} WHERE {t.key} = ANY(%b::{self._ARRAY[t.kinds[t.key]]})",
                     [keys], binary=True)
 
     def install(self, tables: Sequence[Table]) -> None:

@@ -152,6 +152,19 @@ class AttendanceProjection:
     def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
         self._apply(e, self._caches.setdefault(tx, _Cached(tx)))
 
+    def reads(self, e: EventEnvelope) -> list[tuple[str, str]]:
+        d, t = e.data, e.event_type
+        if t in VERDICTS:  # and the session's stats, named by the attempt's row
+            return [("checkins", e.aggregate_id)]
+        if t == "PresenceBegan":
+            return []
+        sid = d.get("session_id") or ""
+        if t in ROSTER:
+            return [("places", f"{sid}:{d['user_id']}"), ("session_stats", sid)]
+        if t in PRESENCE_KINDS:
+            return [("presence", f"{sid}:{d['user_id']}"), ("session_stats", sid)]
+        return [("session_stats", sid)]
+
     def _apply(self, e: EventEnvelope, tx: _Cached) -> None:
         t = e.event_type
         if t == "RosterOpened":

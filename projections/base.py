@@ -18,3 +18,7 @@ class Projection(Protocol):
     event_types: frozenset[str]  # the events it reads; others only move its position
 
     def apply(self, event: EventEnvelope, tx: ReadModelTx) -> None: ...
+
+    # Optional: `reads(event) -> Iterable[(table, key)]`, the rows `apply`
+    # will `get` for the event. A batch's rows are then read in one query per
+    # table before it is applied (`ReadModelTx.prefetch`), not one per event.

@@ -58,6 +58,18 @@ class CommunityProjection:
         "FollowResumed", "FollowStopped", "BlockPlaced", "BlockPlacedAgain", "BlockLifted", "UserAvatarChanged",
     })
 
+    def reads(self, e: EventEnvelope) -> list[tuple[str, str]]:
+        d, t = e.data, e.event_type
+        if t in self.MEMBERSHIP:
+            return [("members", f"{d['community_id']}:{d['user_id']}"), ("communities", d["community_id"])]
+        if t == "PostPublished":
+            return [("communities", d["community_id"])]
+        if t == "PostDeleted":
+            return [("posts", e.aggregate_id)]
+        if t in ("CommentWritten", "CommentDeleted", "LikeGiven", "LikeGivenAgain", "LikeWithdrawn"):
+            return [("posts", d["post_id"])]
+        return []
+
     def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
         d, key, t = e.data, e.aggregate_id, e.event_type
         if t in self.MEMBERSHIP:

@@ -24,6 +24,15 @@ def apply_batch(projection: Projection, tx: ReadModelTx, events: Sequence[EventE
     redelivery after a crash) and are skipped."""
     applied = 0
     last = tx.position
+    reads = getattr(projection, "reads", None)
+    if reads is not None and hasattr(tx, "prefetch"):  # one query per table, not one per event
+        wanted: dict[str, set[str]] = {}
+        for ev in events:
+            if ev.position > last and ev.event_type in projection.event_types:
+                for table, key in reads(ev):
+                    wanted.setdefault(table, set()).add(key)
+        for table, keys in wanted.items():
+            tx.prefetch(table, keys)
     for ev in events:
         if ev.position <= last:
             continue

@@ -37,20 +37,25 @@ def rebuild_together(targets: Sequence[Target], log: EventLog, *, fresh: bool = 
 def replay(targets: Sequence[Target], log: EventLog, position: int, target: Callable[[], int],
            *, scratch: Scratch, batch: int = 5000, progress: Progress | None = None) -> int:
     """Applies the log from `position` to `target()` into a copy of each
-    projection's tables, one transaction per batch and projection
-    (resumable: events at or below a copy's position are skipped); returns
-    the position reached. Bulk, then one more pass for what arrived
-    meanwhile: each pass stops at the target seen when it began, so
+    projection's tables, one transaction per window of the log and
+    projection (resumable: events at or below a copy's position are
+    skipped); returns the position reached. Only the kinds of events the
+    targets read are fetched and decoded; each window moves every copy's
+    position to its end, events or none. Bulk, then one more pass for what
+    arrived meanwhile: each pass stops at the target seen when it began, so
     sustained writes cannot keep it from finishing; the last few are applied
     under the live lock (`swap`, `compare`) by `catch_up_from`."""
+    types = frozenset().union(*(p.event_types for p, _ in targets))
     for _ in range(2):
         head = target()
-        # the next batch is read and decoded while this one is written
-        for events in _prefetched(log, position, batch, upto=head):
+        # the next window is read and decoded while this one is written
+        for events, end in _prefetched(log, types, position, head, batch):
             for projection, store in targets:
                 with store.transaction(projection.name, scratch=scratch) as tx:
                     apply_batch(projection, tx, events)
-            position = events[-1].position
+                    if end > tx.position:
+                        tx.set_position(end)
+            position = end
             if progress:
                 progress(position, head)
     return position
@@ -60,32 +65,41 @@ def catch_up_from(projection: Projection, log: EventLog, batch: int = 5000) -> C
     """The `catch_up(tx, frm, to)` that `swap` and `compare` call under the lock."""
 
     def catch_up(tx: ReadModelTx, frm: int, to: int) -> None:
-        at = frm
-        while at < to:
-            events = [e for e in log.read(at, batch) if e.position <= to]
-            if not events:
-                break
+        for events, end in windows(log, projection.event_types, frm, to, batch):
             apply_batch(projection, tx, events)
-            at = events[-1].position
             tx.flush()  # type: ignore[attr-defined]
+            if end > frm:
+                tx.set_position(end)
 
     return catch_up
 
 
-def _prefetched(log: EventLog, after: int, batch: int, upto: int) -> Iterator[list]:
-    """Pages of events in (after, upto], read one page ahead in a thread."""
+def windows(log: EventLog, types: frozenset[str], after: int, upto: int, batch: int) -> Iterator[tuple[list, int]]:
+    """(events, end) for consecutive windows (at, end] of the log up to
+    `upto`: the events of `types` in each. A window spans `batch` positions,
+    and grows while the wanted events are sparse, up to 64 times that."""
+    at, span = after, batch
+    while at < upto:
+        end = min(at + span, upto)
+        events = log.scan(at, end, types)
+        yield events, end
+        at = end
+        span = min(span * 2, batch * 64) if len(events) < batch // 2 else batch
+
+
+def _prefetched(log: EventLog, types: frozenset[str], after: int, upto: int, batch: int) -> Iterator[tuple[list, int]]:
+    """`windows`, read one window ahead in a thread."""
     pages: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    done = object()
 
     def read() -> None:
-        at = after
         try:
-            while not stop.is_set():
-                page = [e for e in log.read(at, batch) if e.position <= upto] if at < upto else []
-                pages.put(page)
-                if not page:
+            for page in windows(log, types, after, upto, batch):
+                if stop.is_set():
                     return
-                at = page[-1].position
+                pages.put(page)
+            pages.put(done)
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             pages.put(e)
 
@@ -96,7 +110,7 @@ def _prefetched(log: EventLog, after: int, batch: int, upto: int) -> Iterator[li
             page = pages.get()
             if isinstance(page, BaseException):
                 raise page
-            if not page:
+            if page is done:
                 return
             yield page
     finally:

@@ -40,6 +40,11 @@ class SchedulingProjection:
         "SessionScheduled", "SessionChanged", "SessionCancelled", "SessionAttendanceRecorded",
     })
 
+    def reads(self, e: EventEnvelope) -> list[tuple[str, str]]:
+        if e.event_type in ("SessionChanged", "SessionCancelled", "SessionAttendanceRecorded"):
+            return [("sessions", e.aggregate_id)]
+        return []
+
     def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
         d, sid, v = e.data, e.aggregate_id, e.aggregate_version
         match e.event_type:

@@ -120,6 +120,21 @@ def test_log_reads_in_pages_in_position_order(app: AttendWise) -> None:
     assert log.head() == seen[-1].position
 
 
+def test_scan_returns_the_wanted_kinds_of_event_in_a_window_as_read_does(app: AttendWise) -> None:
+    """What a rebuild reads: the store filters by kind of event and position
+    before decoding, and gives the same envelopes `read` gives."""
+    for i in range(5):
+        uid = app.register_user(RegisterUser(f"u{i}@example.org", f"U{i}"), CommandContext())
+        app.change_display_name(ChangeDisplayName(uid, f"V{i}"), CommandContext())
+    log = ApplicationEventLog(app)
+    everything = log.read(0, 100)
+    kinds = {"UserRegistered", "UserDisplayNameChanged"}
+    lo, hi = everything[2].position, everything[-3].position
+    assert log.scan(lo, hi, kinds) == [e for e in everything if lo < e.position <= hi and e.event_type in kinds]
+    assert [e.event_type for e in log.scan(0, log.head(), {"EmailAddressClaimed"})] == ["EmailAddressClaimed"] * 5
+    assert log.scan(0, log.head(), {"NoSuchEvent"}) == [] and log.scan(hi, lo, kinds) == []
+
+
 def test_unreachable_postgres_names_the_service_and_setting(tmp_path: Path) -> None:
     with socket_free_port() as port:
         url = f"postgresql://nobody:secret@127.0.0.1:{port}/none"

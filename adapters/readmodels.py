@@ -296,9 +296,7 @@ class _SqlTx:
             self.flush()
         for i in range(0, len(todo), 1000):
             chunk = todo[i:i + 1000]
-            marks = ", ".join([self.store.param] * len(chunk))
-            self.cur.execute(f"SELECT * FROM {t.physical(self.scratch)} WHERE {t.key} IN ({marks})", chunk)
-            for r in self.cur.fetchall():
+            for r in self.store.select_many(self.cur, t, self.scratch, chunk):
                 row = self.store.decode_row(t, r)
                 self._known[self._ck(t, row[t.key])] = row
             for k in chunk:
@@ -388,6 +386,11 @@ class _SqlStore:
         sets = ", ".join(f"{c} = {p}" for c in cols)
         cur.executemany(f"UPDATE {t.physical(scratch)} SET {sets} WHERE {t.key} = {p}",
                         [(*(self.encode(t, c, v) for c, v in zip(cols, row)), row[-1]) for row in rows])
+
+    def select_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> list[Any]:
+        marks = ", ".join([self.param] * len(keys))
+        cur.execute(f"SELECT * FROM {t.physical(scratch)} WHERE {t.key} IN ({marks})", keys)
+        return cur.fetchall()
 
     def delete_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> None:
         cur.executemany(f"DELETE FROM {t.physical(scratch)} WHERE {t.key} = {self.param}", [(k,) for k in keys])
@@ -764,6 +767,11 @@ class PostgresReadModelStore(_SqlStore):
         cur.execute(f"UPDATE {t.physical(scratch)} SET {sets} "
                     f"FROM unnest({', '.join(f'%b::{ty}' for ty in types)}) AS u({', '.join(names)}) "
                     f"WHERE {t.physical(scratch)}.{t.key} = u.aw_key", arrays, binary=True)
+
+    def select_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> list[Any]:
+        cur.execute(f"SELECT * FROM {t.physical(scratch)} WHERE {t.key} = ANY(%b::{self._ARRAY[t.kinds[t.key]]})",
+                    [keys])
+        return cur.fetchall()
 
     def delete_many(self, cur: Any, t: Table, scratch: Scratch, keys: list[Any]) -> None:
         if len(keys) < 4:

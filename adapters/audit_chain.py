@@ -2,7 +2,7 @@
 `domain/audit.py`).
 
 `Sealer.seal()` reads the stored events past the last seal, in log order,
-and records each one's content digest and chain hash; then, every
+and records each one's content digest, chain hash and aggregate link; then, every
 `CHECKPOINT_EVERY` events (and at least once per run that sealed anything),
 a checkpoint: the chain hash at that position signed with the platform's
 active Ed25519 key. Sealing is deterministic, so two sealers at once write
@@ -11,7 +11,8 @@ PostgreSQL's database, or `audit.sqlite3` in embedded mode.
 
 `verify()` walks the log and the seals together and reports what was
 altered, removed, inserted or reordered, and any checkpoint that does not
-match the chain or whose signature fails.
+match the chain or whose signature fails. `verify_aggregate()` checks one
+aggregate's events against its own chain of seals, without walking the log.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ from cryptography.exceptions import InvalidSignature
 
 from adapters.sql import PostgresPool, SQLiteFile
 from adapters.tokens import Keyring
-from domain.audit import GENESIS, Finding, Seal, StoredRow, checkpoint_message, compare, seal_rows
+from domain.audit import (GENESIS, Finding, Seal, StoredRow, checkpoint_message, compare, compare_aggregate,
+                          seal_rows)
 
 CHECKPOINT_EVERY = 1000
 _DDL = (
-    "CREATE TABLE IF NOT EXISTS audit_seals (position BIGINT PRIMARY KEY, content TEXT NOT NULL, chain TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit_seals (position BIGINT PRIMARY KEY, content TEXT NOT NULL, chain TEXT NOT NULL, "
+    "aggregate TEXT, version BIGINT, link TEXT)",
     "CREATE TABLE IF NOT EXISTS audit_checkpoints (position BIGINT PRIMARY KEY, chain TEXT NOT NULL, "
     "kid TEXT NOT NULL, signature TEXT NOT NULL, signed_at TEXT NOT NULL)",
 )
+_AGGREGATE_COLUMNS = (("aggregate", "TEXT"), ("version", "BIGINT"), ("link", "TEXT"))  # added after the first release
+_SEAL = "position, content, chain, aggregate, version, link"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class Checkpoint:
 @dataclass
 class Report:
     events: int = 0
+    sealed: int = 0  # of them, sealed so far
     sealed_head: int = 0
     checkpoints: int = 0
     findings: list[Finding] = field(default_factory=list)
@@ -68,6 +74,15 @@ class Report:
 class AuditSeals:
     def __init__(self, db: SQLiteFile | PostgresPool) -> None:
         self.db, self.p = db, db.param
+        if isinstance(db, SQLiteFile):
+            have = {r[1] for r in db.run("PRAGMA table_info(audit_seals)")}
+            for column, kind in _AGGREGATE_COLUMNS:
+                if column not in have:
+                    db.run(f"ALTER TABLE audit_seals ADD COLUMN {column} {kind}")
+        else:
+            for column, kind in _AGGREGATE_COLUMNS:
+                db.run(f"ALTER TABLE audit_seals ADD COLUMN IF NOT EXISTS {column} {kind}")
+        db.run("CREATE INDEX IF NOT EXISTS audit_seals_aggregate ON audit_seals (aggregate, version)")
 
     def head(self) -> tuple[int, str]:
         rows = self.db.run("SELECT position, chain FROM audit_seals ORDER BY position DESC LIMIT 1")
@@ -75,22 +90,39 @@ class AuditSeals:
 
     def add(self, seals: list[Seal], chunk: int = 300) -> None:
         """Idempotent: a seal already there is left as it is."""
+        row = "(" + ", ".join([self.p] * 6) + ")"
         for start in range(0, len(seals), chunk):
             part = seals[start:start + chunk]
-            values = ", ".join([f"({self.p}, {self.p}, {self.p})"] * len(part))
-            self.db.run(f"INSERT INTO audit_seals (position, content, chain) VALUES {values} ON CONFLICT DO NOTHING",
-                        tuple(x for s in part for x in (s.position, s.content, s.chain)))
+            self.db.run(f"INSERT INTO audit_seals ({_SEAL}) VALUES {', '.join([row] * len(part))} ON CONFLICT DO NOTHING",
+                        tuple(x for s in part for x in (s.position, s.content, s.chain, s.aggregate, s.version, s.link)))
 
     def seals(self, page: int = 5000) -> Iterator[Seal]:
         after = 0
         while True:
-            rows = self.db.run(f"SELECT position, content, chain FROM audit_seals WHERE position > {self.p} "
+            rows = self.db.run(f"SELECT {_SEAL} FROM audit_seals WHERE position > {self.p} "
                                f"ORDER BY position LIMIT {int(page)}", (after,))
             if not rows:
                 return
-            for r in rows:
-                yield Seal(int(r[0]), r[1], r[2])
+            yield from map(_seal, rows)
             after = int(rows[-1][0])
+
+    def seals_of(self, aggregate: str) -> list[Seal]:
+        """One aggregate's seals, by version."""
+        return [_seal(r) for r in self.db.run(f"SELECT {_SEAL} FROM audit_seals WHERE aggregate = {self.p} "
+                                              f"ORDER BY version", (aggregate,))]
+
+    def last_links(self, aggregates: set[str]) -> dict[str, str]:
+        """Each aggregate's link at its highest sealed version (those with none are left out)."""
+        out: dict[str, str] = {}
+        ids = sorted(aggregates)
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ", ".join([self.p] * len(part))
+            out.update(self.db.run(
+                f"SELECT aggregate, link FROM audit_seals a WHERE aggregate IN ({marks}) AND link IS NOT NULL AND "
+                f"version = (SELECT MAX(version) FROM audit_seals b WHERE b.aggregate = a.aggregate "
+                f"AND b.link IS NOT NULL)", tuple(part)))
+        return out
 
     def chain_at(self, position: int) -> str | None:
         rows = self.db.run(f"SELECT chain FROM audit_seals WHERE position = {self.p}", (position,))
@@ -108,6 +140,10 @@ class AuditSeals:
     def last_checkpoint(self) -> int:
         rows = self.db.run("SELECT MAX(position) FROM audit_checkpoints")
         return int(rows[0][0] or 0)
+
+
+def _seal(r: tuple) -> Seal:
+    return Seal(int(r[0]), r[1], r[2], r[3], None if r[4] is None else int(r[4]), r[5])
 
 
 def sqlite_seals(path: object) -> AuditSeals:
@@ -138,11 +174,14 @@ class Sealer:
         position, chain = self.seals.head()
         last_checkpoint = self.seals.last_checkpoint()
         total = 0
+        links: dict[str, str] = {}  # each aggregate's last link, as far as this run has seen
         while True:
             rows = self.read_raw(position, batch)
             if not rows:
                 break
-            new = seal_rows(chain, rows)
+            links.update(self.seals.last_links({r.originator_id for r in rows
+                                                if r.version > 1 and r.originator_id not in links}))
+            new = seal_rows(chain, rows, links)
             self.seals.add(new)
             for s in new:
                 if s.position - last_checkpoint >= self.every:
@@ -197,4 +236,14 @@ def verify(read_raw: Callable[[int, int], list[StoredRow]], seals: AuditSeals, k
         if seals.chain_at(c.position) != c.chain:
             report.findings.append(Finding(c.position, "checkpoint_mismatch",
                                            "the seals were rewritten after this checkpoint was signed"))
+    return report
+
+
+def verify_aggregate(read_aggregate: Callable[[str], list[StoredRow]], seals: AuditSeals, aggregate: str) -> Report:
+    """One aggregate's stored events against its own chain of seals. Proves
+    them consistent with what was sealed; that the seals themselves were not
+    rewritten since is `verify`'s part (the signed checkpoints)."""
+    rows, sealed = read_aggregate(aggregate), seals.seals_of(aggregate)
+    report = Report(events=len(rows), sealed=len(sealed), sealed_head=seals.head()[0])
+    report.findings = compare_aggregate(rows, sealed)
     return report

@@ -340,6 +340,23 @@ class ApplicationEventLog:
         notes = self.app.recorder.select_notifications(start=after, limit=limit, inclusive_of_start=False)
         return [StoredRow(n.id, str(n.originator_id), n.originator_version, n.topic, _bytes(n.state)) for n in notes]
 
+    def raw_aggregate(self, aggregate_id: str) -> list[StoredRow]:
+        """One aggregate's stored events, by version, as `raw` gives them."""
+        inner = _inner(self.app.recorder)
+        if self._pg:
+            from psycopg.sql import SQL, Identifier
+
+            query = SQL("SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+                        "WHERE originator_id = %s ORDER BY originator_version").format(
+                Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
+            rows = self._fetch(query, (_uuid(aggregate_id),))
+        else:
+            with inner.datastore.transaction(commit=False) as c:
+                c.execute(f"SELECT rowid, originator_id, originator_version, topic, state FROM {inner.events_table_name} "
+                          f"WHERE originator_id = ? ORDER BY originator_version", (_uuid(aggregate_id).hex,))
+                rows = [tuple(r) for r in c.fetchall()]
+        return [StoredRow(r[0], str(_uuid(r[1])), r[2], r[3], _bytes(r[4])) for r in rows]
+
 
 def _bytes(value: Any) -> bytes:
     """Stored state as bytes, even when someone wrote text into the column."""

@@ -9,8 +9,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from api.settings import Settings
+
+if TYPE_CHECKING:
+    from adapters.audit_chain import Report
 
 HELP = """AttendWise: event-sourced attendance for communities that meet again and again.
 
@@ -57,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("audit", help="tamper evidence: seal the log (chain hashes, signed checkpoints) and verify it")
     p.add_argument("action", choices=["seal", "verify", "checkpoints", "checkins"],
                    help="seal: chain what is new (the relay does it every few seconds); verify: walk the whole log, "
-                        "report the first event altered, removed, inserted or reordered (exit 1); "
+                        "report the first event altered, removed, inserted or reordered (exit 1), or with "
+                        "--aggregate only that aggregate's events against its own chain of seals; "
                         "checkpoints: print the signed checkpoints as JSON; "
                         "checkins: the full story of each check-in, read from the event store (--session and/or "
                         "--user), or with --as-of a session's attendance as it was at that instant")
+    p.add_argument("--aggregate", metavar="ID", help="verify: only this aggregate (a check-in, a ticket, a session...)")
     p.add_argument("--session", metavar="ID", help="checkins: the session (required unless --user is given)")
     p.add_argument("--user", metavar="ID", help="checkins: only this member's check-ins")
     p.add_argument("--from", dest="start", metavar="TIMESTAMP",
@@ -340,7 +346,7 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from adapters.audit_chain import verify
+    from adapters.audit_chain import verify, verify_aggregate
     from api.bootstrap import audit_seals, build, sealer
 
     if args.action == "checkins":
@@ -350,6 +356,21 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "checkpoints":
         print(json.dumps([c.as_dict() for c in seals.checkpoints()], indent=2))
         return 0
+    if args.action == "verify" and args.aggregate:
+        import uuid
+
+        try:
+            aggregate = str(uuid.UUID(args.aggregate))
+        except ValueError:
+            print(f"--aggregate: {args.aggregate!r} is not an aggregate id (a UUID)", file=sys.stderr)
+            return 2
+        report = verify_aggregate(container.event_log.raw_aggregate, seals, aggregate)
+        if not report.findings and not report.events:
+            print(f"no events of aggregate {aggregate}", file=sys.stderr)
+            return 1
+        later = f"; {report.events - report.sealed} not sealed yet" if report.events > report.sealed else ""
+        return _print_verdict(report, f"ok: aggregate {aggregate}, {report.sealed} sealed event(s) as sealed, "
+                                      f"its chain of seals unbroken{later}")
     head = container.event_log.head()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:>9,.0f} events/s"), TimeRemainingColumn())
@@ -369,9 +390,13 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         report = verify(container.event_log.raw, seals, container.keyring, progress=advance)
     for position in report.unverifiable:
         print(f"checkpoint at {position}: signed by a retired key, not verified", file=sys.stderr)
+    return _print_verdict(report, f"ok: {report.events} events, sealed up to position {report.sealed_head}, "
+                                  f"{report.checkpoints} signed checkpoint(s) valid")
+
+
+def _print_verdict(report: Report, ok: str) -> int:
     if report.ok:
-        print(f"ok: {report.events} events, sealed up to position {report.sealed_head}, "
-              f"{report.checkpoints} signed checkpoint(s) valid")
+        print(ok)
         return 0
     print(f"TAMPERED: {report.first}", file=sys.stderr)
     for finding in sorted(report.findings, key=lambda f: f.position)[1:20]:

@@ -2,8 +2,11 @@
 
 Each stored event gets a content digest over what is stored (aggregate id,
 version, topic and the stored bytes, encrypted personal data included, so
-crypto-shredding never breaks the chain), and a chain hash covering the
-previous chain hash, its position and its content. Sealing records both per
+crypto-shredding never breaks the chain), a chain hash covering the
+previous chain hash, its position and its content (the global chain, in log
+order), and a link covering its aggregate's previous link, its version and
+its content (the aggregate's own chain: one check-in's, one ticket's history
+can be checked alone, `compare_aggregate`). Sealing records all three per
 position; a signed checkpoint (position, chain hash) now and then lets anyone
 holding the platform's public key prove the log up to there was not rewritten
 later, even by someone who could also rewrite the seals.
@@ -39,12 +42,16 @@ class Seal:
     position: int
     content: str  # hex sha256 of the stored event
     chain: str  # hex sha256 over the previous chain, the position and the content
+    aggregate: str | None = None  # the event's aggregate (None: sealed before aggregates had chains)
+    version: int | None = None
+    link: str | None = None  # hex sha256 over the aggregate's previous link, the version and the content
 
 
 @dataclass(frozen=True)
 class Finding:
     position: int
-    kind: str  # altered, removed, inserted, reordered, seal_broken, checkpoint_invalid, checkpoint_mismatch, version_gap
+    kind: str  # altered, removed, inserted, reordered, seal_broken, link_broken, checkpoint_invalid,
+    #            checkpoint_mismatch, version_gap
     detail: str
 
     def __str__(self) -> str:
@@ -64,12 +71,21 @@ def chain_hash(previous: str, position: int, content: str) -> str:
     return hashlib.sha256(f"{previous}:{position}:{content}".encode()).hexdigest()
 
 
-def seal_rows(previous: str, rows: Iterable[StoredRow]) -> list[Seal]:
+def aggregate_link(previous: str, version: int, content: str) -> str:
+    return hashlib.sha256(f"{previous}:v{version}:{content}".encode()).hexdigest()
+
+
+def seal_rows(previous: str, rows: Iterable[StoredRow], links: dict[str, str] | None = None) -> list[Seal]:
+    """Seals for `rows` (in log order) after the chain hash `previous`.
+    `links`: each aggregate's last link so far (GENESIS when absent), kept
+    up to date as rows are sealed."""
+    links = {} if links is None else links
     out = []
     for row in rows:
         content = content_digest(row)
         previous = chain_hash(previous, row.position, content)
-        out.append(Seal(row.position, content, previous))
+        link = links[row.originator_id] = aggregate_link(links.get(row.originator_id, GENESIS), row.version, content)
+        out.append(Seal(row.position, content, previous, row.originator_id, row.version, link))
     return out
 
 
@@ -85,6 +101,7 @@ def compare(rows: Iterator[StoredRow], seals: Iterator[Seal], sealed_head: int) 
     checkpoints catch that: `check_checkpoints`)."""
     mismatched: dict[int, tuple[str, str]] = {}  # position -> (live content, sealed content)
     previous = GENESIS
+    links: dict[str, str] = {}
     row, seal = next(rows, None), next(seals, None)
     versions: dict[str, int] = {}
     while row is not None or seal is not None:
@@ -96,6 +113,7 @@ def compare(rows: Iterator[StoredRow], seals: Iterator[Seal], sealed_head: int) 
             versions[row.originator_id] = max(last, row.version)
         if seal is not None and (row is None or seal.position < row.position):
             yield Finding(seal.position, "removed", "a sealed event is no longer in the log")
+            yield from _follow(links, seal)
             previous = _check_link(previous, seal)
             seal = next(seals, None)
             continue
@@ -110,6 +128,7 @@ def compare(rows: Iterator[StoredRow], seals: Iterator[Seal], sealed_head: int) 
         broken = _check_link(previous, seal)
         if broken != seal.chain:
             yield Finding(seal.position, "seal_broken", "the seal does not follow from the one before")
+        yield from _follow(links, seal)
         previous = seal.chain
         row, seal = next(rows, None), next(seals, None)
     sealed_at = {sealed: pos for pos, (_, sealed) in mismatched.items()}
@@ -122,6 +141,43 @@ def compare(rows: Iterator[StoredRow], seals: Iterator[Seal], sealed_head: int) 
 
 def _check_link(previous: str, seal: Seal) -> str:
     return chain_hash(previous, seal.position, seal.content)
+
+
+def _follow(links: dict[str, str], seal: Seal) -> Iterator[Finding]:
+    """Moves `seal`'s aggregate chain on; a finding when its link does not
+    follow from the aggregate's previous one (seals rewritten, or an
+    aggregate's sealed event taken out together with its seal)."""
+    if seal.aggregate is None or seal.link is None or seal.version is None:
+        return
+    expected = aggregate_link(links.get(seal.aggregate, GENESIS), seal.version, seal.content)
+    links[seal.aggregate] = seal.link
+    if expected != seal.link:
+        yield Finding(seal.position, "link_broken",
+                      f"aggregate {seal.aggregate} v{seal.version}: the seal does not follow from its last one")
+
+
+def compare_aggregate(rows: list[StoredRow], seals: list[Seal]) -> list[Finding]:
+    """One aggregate's stored events (by version) against its seals (by
+    version): what `compare` says about them, without walking the log."""
+    findings: list[Finding] = []
+    live = {r.version: r for r in rows}
+    sealed = {s.version: s for s in seals if s.version is not None}
+    links: dict[str, str] = {}
+    top = max(sealed, default=0)
+    for version in sorted(set(live) | set(sealed)):
+        row, seal = live.get(version), sealed.get(version)
+        if seal is None:
+            if version <= top:
+                findings.append(Finding(row.position, "inserted", f"version {version} was never sealed"))  # type: ignore[union-attr]
+            continue
+        findings += _follow(links, seal)
+        if row is None:
+            findings.append(Finding(seal.position, "removed", f"sealed version {version} is no longer in the log"))
+        elif content_digest(row) != seal.content:
+            findings.append(Finding(row.position, "altered", f"version {version} differs from what was sealed"))
+        elif row.position != seal.position:
+            findings.append(Finding(row.position, "reordered", f"version {version} was sealed at position {seal.position}"))
+    return sorted(findings, key=lambda f: f.position)
 
 
 def first(findings: Iterable[Finding]) -> Finding | None:

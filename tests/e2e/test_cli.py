@@ -184,8 +184,16 @@ def test_audit_seal_and_verify_find_a_tampered_event(tmp_path: Path) -> None:
     assert checkpoint["position"] == 20 and checkpoint["kid"] and checkpoint["signature"]
 
     db = sqlite3.connect(tmp_path / "events.sqlite3", isolation_level=None)
+    [(touched,)] = db.execute("SELECT originator_id FROM stored_events WHERE rowid = 7").fetchall()
+    [(untouched,)] = db.execute("SELECT originator_id FROM stored_events WHERE rowid = 9").fetchall()
     db.execute("DROP TRIGGER stored_events_no_update")
     db.execute("UPDATE stored_events SET state = state || x'00' WHERE rowid = 7")
     db.close()
     bad = attendwise("audit", "verify", env=env)
     assert bad.returncode == 1 and "TAMPERED: position 7: altered" in bad.stderr
+    one = attendwise("audit", "verify", "--aggregate", touched, env=env)  # its own chain only, no walk of the log
+    assert one.returncode == 1 and "TAMPERED: position 7: altered (version 1 differs" in one.stderr
+    other = attendwise("audit", "verify", "--aggregate", untouched, env=env)
+    assert other.returncode == 0 and "1 sealed event(s) as sealed" in other.stdout
+    missing = attendwise("audit", "verify", "--aggregate", "00000000-0000-0000-0000-000000000000", env=env)
+    assert missing.returncode == 1 and "no events of aggregate" in missing.stderr

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.audit_chain import AuditSeals, Sealer, postgres_seals, sqlite_seals, verify
+from adapters.audit_chain import AuditSeals, Sealer, postgres_seals, sqlite_seals, verify, verify_aggregate
 from adapters.eventstore import ApplicationEventLog, events_table, open_event_store
 from adapters.personal_data import SQLiteKeyVault
 from adapters.tokens import Keyring
 from commands.messages import CommandContext, RegisterUser
-from domain.audit import seal_rows
+from domain.audit import GENESIS, Seal, seal_rows
 
 PASSWORD = "correct horse battery staple"
 
@@ -139,3 +139,64 @@ def test_crypto_shredding_does_not_break_the_chain(history: History) -> None:
     history.log.app.vault.destroy(first.aggregate_id)
     assert history.log.read(0, 1)[0].data["email"] == "[erased]"
     assert history.verify().ok
+
+
+def renamed(history: History) -> tuple[str, list]:  # type: ignore[type-arg]
+    """An aggregate with two events (a user who changed their name), and its rows."""
+    rows = history.log.raw(0, 10_000)
+    aggregate = next(r.originator_id for r in rows if r.version == 2)
+    return aggregate, [r for r in rows if r.originator_id == aggregate]
+
+
+def test_one_aggregate_is_checked_against_its_own_chain(history: History) -> None:
+    aggregate, [first, second] = renamed(history)
+    assert verify_aggregate(history.log.raw_aggregate, history.seals, aggregate).ok
+    history.sql(f"UPDATE {history.table} SET state = ? WHERE {history.id_column} = ?", (second.state + b" ", second.position))
+    report = verify_aggregate(history.log.raw_aggregate, history.seals, aggregate)
+    assert [(f.kind, f.position) for f in report.findings] == [("altered", second.position)]
+    others = {r.originator_id for r in history.log.raw(0, 10_000)} - {aggregate}
+    assert all(verify_aggregate(history.log.raw_aggregate, history.seals, a).ok for a in others)
+
+
+def test_an_event_removed_with_its_seal_breaks_its_aggregates_chain(history: History) -> None:
+    """Someone deletes an event and its seal, and re-chains the global seals
+    after it: the aggregate's next seal still names the link it followed."""
+    aggregate, [first, second] = renamed(history)
+    history.sql(f"DELETE FROM {history.table} WHERE {history.id_column} = ?", (first.position,))
+    history.seals.db.run(f"DELETE FROM audit_seals WHERE position = {history.seals.p}", (first.position,))
+    kept = list(history.seals.seals())
+    rechained, previous = [], GENESIS
+    for s in kept:
+        from domain.audit import chain_hash
+
+        previous = chain_hash(previous, s.position, s.content)
+        rechained.append(Seal(s.position, s.content, previous, s.aggregate, s.version, s.link))
+    history.seals.db.run("DELETE FROM audit_seals")
+    history.seals.add(rechained)
+    kinds = {(f.kind, f.position) for f in history.verify().findings}
+    assert ("link_broken", second.position) in kinds
+    one = verify_aggregate(history.log.raw_aggregate, history.seals, aggregate)
+    assert [(f.kind, f.position) for f in one.findings] == [("link_broken", second.position)]
+
+
+def test_seals_made_before_aggregate_chains_still_verify(history: History) -> None:
+    """Seals written by a release without aggregate links (no aggregate,
+    version or link) verify as before; what is sealed after them is linked."""
+    old = [Seal(s.position, s.content, s.chain) for s in history.seals.seals()]
+    history.seals.db.run("DELETE FROM audit_seals")
+    history.seals.add(old)
+    assert history.verify().ok
+    history.log.app.register_user(RegisterUser("after@example.org", "After"), CommandContext())
+    assert history.sealer().seal() == 2
+    newest = list(history.seals.seals())[-2:]
+    assert all(s.link and s.version == 1 for s in newest) and history.verify().ok
+
+
+def test_an_old_seals_table_gains_the_aggregate_columns(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "audit.sqlite3")
+    db.execute("CREATE TABLE audit_seals (position BIGINT PRIMARY KEY, content TEXT NOT NULL, chain TEXT NOT NULL)")
+    db.execute("INSERT INTO audit_seals VALUES (1, 'c', 'h')")
+    db.commit()
+    db.close()
+    seals = sqlite_seals(tmp_path / "audit.sqlite3")
+    assert list(seals.seals()) == [Seal(1, "c", "h")] and seals.last_links({"x"}) == {}

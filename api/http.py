@@ -40,6 +40,7 @@ from api.jobs import SEAL_EVERY, extend_horizons, fail_overdue_checkins, in_thre
 from api.attendance_routes import MAX_PHOTO_BYTES
 from api.attendance_routes import router as attendance_router
 from api.community_routes import router as community_router
+from api.console import mount_console
 from api.enrolment_routes import MAX_FRAME_BYTES
 from api.enrolment_routes import router as enrolment_router
 from api.media_routes import router as media_router
@@ -431,6 +432,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
     gql = graphql_app(container, introspection=settings.graphql_introspection)
     app.add_route("/graphql", gql, methods=["GET", "POST"])
     app.router.add_websocket_route("/graphql", gql)
+    mount_console(app)  # the web console at / (after every API route)
     return app
 
 

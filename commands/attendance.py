@@ -153,7 +153,10 @@ class AttendanceHandlers(Loader):
         except CheckInRefused as e:  # forged or broken: recorded against no session (no dashboard spam)
             self._refused(scan, ctx, now, e.code)
             raise
-        session = self._find(uuid.UUID(claims.session_id), Session)
+        # the session, the ticket and the presence a scan needs, in one read of the event store
+        sid = uuid.UUID(claims.session_id)
+        session, ticket, presence = self._find_all((sid, Session), (ticket_id(sid, claims.user_id), Ticket),
+                                                   (presence_id(sid, claims.user_id), Presence))
         try:
             claims.check_window(at)
         except CheckInRefused as e:
@@ -180,8 +183,9 @@ class AttendanceHandlers(Loader):
         if by_face and not scan.image:
             raise InvalidInput("this session checks faces: send a photo with the ticket", field="image")
 
-        for _ in range(5):
-            ticket = self._find(ticket_id(session.id, claims.user_id), Ticket)
+        for attempt in range(5):
+            if attempt:  # after a lost race: what the winner left
+                ticket, presence = self._find(ticket_id(session.id, claims.user_id), Ticket), None
             if ticket is None:
                 self._refused(scan, ctx, now, "TICKET_INVALID", claims.session_id, claims.user_id)
                 raise CheckInRefused("TICKET_INVALID", "no ticket was issued for this member", status=401)
@@ -197,7 +201,7 @@ class AttendanceHandlers(Loader):
             try:
                 if by_face:
                     return self._check_face(ctx, session, ticket, checkin, scan.image or b"")
-                return self._admit(ctx, session, ticket, checkin, "OK")
+                return self._admit(ctx, session, ticket, checkin, "OK", presence=presence)
             except ConcurrencyConflict:  # reload: the nonce was taken meanwhile, or a presence or session changed
                 session = self.get_session(session.id)
         raise ConcurrencyConflict("the scan could not be recorded; scan again")
@@ -218,8 +222,9 @@ class AttendanceHandlers(Loader):
                 or Presence(session_id=str(session_id), user_id=str(user_id)))
 
     def _admit(self, ctx: CommandContext, session: Session, ticket: Ticket, checkin: CheckIn, reason: str,
-               face: Any = None) -> ScanResult:
-        presence = self._presence(session.id, checkin.user_id)
+               face: Any = None, presence: Presence | None = None) -> ScanResult:
+        """`presence`: the member's, when the caller has just loaded it."""
+        presence = presence if presence is not None else self._presence(session.id, checkin.user_id)
         presence.scan(checkin.id, checkin.direction, checkin.gate)
         checkin.decide(True, reason, face)
         if checkin.direction == "in":

@@ -7,13 +7,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.application import AggregateNotFoundError, project_aggregate
 
 from domain.errors import ConcurrencyConflict, NotFound
 
 
 class Loader:
     repository: Any
+    recorder: Any
+    mapper: Any
     save_stamped: Any
 
     def _find(self, aggregate_id: uuid.UUID, kind: type) -> Any:
@@ -23,6 +25,18 @@ class Loader:
         except AggregateNotFoundError:
             return None
         return agg if isinstance(agg, kind) else None
+
+    def _find_all(self, *wanted: tuple[uuid.UUID, type]) -> list[Any]:
+        """`_find` of each (id, kind), read from the event store in one query
+        where the recorder can (PostgreSQL), else one by one."""
+        many = getattr(self.recorder, "select_events_of_many", None)
+        if many is None:
+            return [self._find(aggregate_id, kind) for aggregate_id, kind in wanted]
+        events: dict[uuid.UUID, list[Any]] = {}
+        for stored in many([aggregate_id for aggregate_id, _ in wanted]):
+            events.setdefault(stored.originator_id, []).append(self.mapper.to_domain_event(stored))
+        found = [project_aggregate(None, events.get(aggregate_id, [])) for aggregate_id, _ in wanted]
+        return [agg if isinstance(agg, kind) else None for agg, (_, kind) in zip(found, wanted)]
 
     def _get(self, aggregate_id: uuid.UUID, kind: type, name: str) -> Any:
         agg = self._find(aggregate_id, kind)

@@ -135,6 +135,23 @@ def test_scan_returns_the_wanted_kinds_of_event_in_a_window_as_read_does(app: At
     assert log.scan(0, log.head(), {"NoSuchEvent"}) == [] and log.scan(hi, lo, kinds) == []
 
 
+def test_several_aggregates_load_together_as_one_by_one(app: AttendWise) -> None:
+    """`_find_all` (one query on PostgreSQL): the same aggregates `_find`
+    gives, None for a missing one or one of another kind."""
+    from domain.users import User
+
+    ada = app.register_user(RegisterUser("ada@example.org", "Ada"), CommandContext())
+    app.change_display_name(ChangeDisplayName(ada, "Countess"), CommandContext())
+    bob = app.register_user(RegisterUser("bob@example.org", "Bob"), CommandContext())
+    nobody = uuid.uuid4()
+    wanted = [(bob, User), (ada, User), (nobody, User), (ada, StoredEvent)]
+    together = app._find_all(*wanted)
+    alone = [app._find(i, kind) for i, kind in wanted]
+    assert [None if a is None else (a.id, a.version, a.display_name) for a in together] == \
+        [None if a is None else (a.id, a.version, a.display_name) for a in alone] == \
+        [(bob, 1, "Bob"), (ada, 2, "Countess"), None, None]
+
+
 def test_unreachable_postgres_names_the_service_and_setting(tmp_path: Path) -> None:
     with socket_free_port() as port:
         url = f"postgresql://nobody:secret@127.0.0.1:{port}/none"

@@ -10,11 +10,12 @@ from typing import Any
 
 from aiodataloader import DataLoader
 from ariadne import ObjectType, QueryType, make_executable_schema
-from ariadne.validation import cost_validator
-from graphql import ValidationRule
 from ariadne.asgi import GraphQL
-from ariadne.asgi.handlers import GraphQLTransportWSHandler
-from graphql import GraphQLError
+from ariadne.asgi.handlers import GraphQLHTTPHandler, GraphQLTransportWSHandler
+from ariadne.explorer import ExplorerHttp405
+from ariadne.validation.query_cost import CostValidator
+from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, GraphQLError, GraphQLObjectType, GraphQLSchema,
+                     GraphQLSyntaxError, InlineFragmentNode, OperationDefinitionNode, ValidationRule, parse)
 
 from adapters.errors import ServiceUnavailable
 from api import graphql_attendance, graphql_audit, graphql_community, graphql_notifications
@@ -29,22 +30,117 @@ SCHEMA = "\n".join((Path(__file__).parent / f).read_text()
                              "audit.graphql"))
 
 
-class DepthLimit(ValidationRule):
-    """Refuses queries nested deeper than MAX_DEPTH before running them."""
-
-    def enter_operation_definition(self, node: Any, *_: Any) -> None:
-        def depth(sel: Any, level: int) -> int:
-            if sel is None or level > MAX_DEPTH + 1:
-                return level
-            return max([depth(getattr(s, "selection_set", None), level + 1) for s in sel.selections] or [level])
-
-        if depth(node.selection_set, 0) > MAX_DEPTH:
-            self.report_error(GraphQLError(f"the query is nested deeper than {MAX_DEPTH} levels", node,
-                                           extensions={"code": "QUERY_TOO_DEEP"}))
+# ---------------------------------------------------------------- refusals
+# Abusive requests are refused before any resolver runs, each with its own
+# code: the shape checks (size, fields, depth) when the query is parsed, before
+# graphql-core's validation (some of its rules are quadratic in repeated
+# fields); introspection and cost with the validation rules; batches when the
+# request is read.
+MAX_TOKENS = 4000  # a parsed query's lexical tokens (the body limit bounds the bytes)
+MAX_FIELDS = 500  # selected fields, aliases included, with every fragment spread expanded
+MAX_DEPTH = 8  # fields nested in fields (fragments are transparent)
+MAX_COST = 10_000  # every field costs 1, times the `first` of each list it sits in
 
 
-MAX_DEPTH = 8
-MAX_COST = 5000
+def _refusal(code: str, message: str, node: Any = None) -> GraphQLError:
+    return GraphQLError(message, node, extensions={"code": code})
+
+
+def _shape(selections: Any, fragments: dict[str, Any], memo: dict[str, tuple[int, int]],
+           visiting: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """(fields, depth) of a selection set, each fragment spread counted as
+    often as it is spread (billion-laughs fragments count as what they
+    expand to; numbers stop growing past the limits)."""
+    fields = depth = 0
+    for s in selections.selections:
+        if isinstance(s, FieldNode):
+            f, d = _shape(s.selection_set, fragments, memo, visiting) if s.selection_set else (0, 0)
+            fields, depth = fields + 1 + f, max(depth, 1 + d)
+        elif isinstance(s, InlineFragmentNode):
+            f, d = _shape(s.selection_set, fragments, memo, visiting)
+            fields, depth = fields + f, max(depth, d)
+        elif s.name.value in fragments and s.name.value not in visiting:  # cycles: validation refuses them
+            name = s.name.value
+            if name not in memo:
+                memo[name] = _shape(fragments[name].selection_set, fragments, memo, visiting | {name})
+            f, d = memo[name]
+            fields, depth = fields + f, max(depth, d)
+    return min(fields, MAX_FIELDS + 1), min(depth, MAX_DEPTH + 1)
+
+
+def parse_query(_context: Any, data: dict[str, Any]) -> DocumentNode:
+    """Ariadne's `query_parser`: parses at most MAX_TOKENS tokens
+    (QUERY_TOO_LARGE), then refuses more than MAX_FIELDS fields
+    (QUERY_TOO_MANY_FIELDS: alias overloads, fragment bombs) and fields
+    nested deeper than MAX_DEPTH (QUERY_TOO_DEEP)."""
+    try:
+        document = parse(data["query"], max_tokens=MAX_TOKENS)
+    except GraphQLSyntaxError as e:
+        if "tokens" in e.message and "Parsing aborted" in e.message:
+            raise _refusal("QUERY_TOO_LARGE", f"the query has more than {MAX_TOKENS} tokens") from e
+        raise
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    memo: dict[str, tuple[int, int]] = {}
+    total = 0
+    for op in document.definitions:
+        if isinstance(op, OperationDefinitionNode):
+            fields, depth = _shape(op.selection_set, fragments, memo)
+            if depth > MAX_DEPTH:
+                raise _refusal("QUERY_TOO_DEEP", f"the query is nested deeper than {MAX_DEPTH} levels", op)
+            total += fields
+    if total > MAX_FIELDS:
+        raise _refusal("QUERY_TOO_MANY_FIELDS", f"the query selects more than {MAX_FIELDS} fields "
+                       "(aliases and fragment spreads included)")
+    return document
+
+
+class NoIntrospection(ValidationRule):
+    """INTROSPECTION_DISABLED for `__schema` and `__type` (`__typename` stays)."""
+
+    def enter_field(self, node: FieldNode, *_: Any) -> None:
+        if node.name.value in ("__schema", "__type"):
+            self.report_error(_refusal("INTROSPECTION_DISABLED", "introspection is disabled on this server", node))
+
+
+class _Cost(CostValidator):
+    def get_cost_exceeded_error(self) -> GraphQLError:
+        return _refusal("QUERY_TOO_COMPLEX", f"the query could return about {self.cost:,} fields; at most "
+                        f"{self.maximum_cost:,} are served (ask for smaller pages)")
+
+
+def cost_map(schema: GraphQLSchema) -> dict[str, dict[str, Any]]:
+    """Every field of every object type costs 1, multiplied by the `first`
+    (default included) of each paged field above it and of its own."""
+    return {name: {field: {"complexity": 1, **({"multipliers": ["first"]} if "first" in f.args else {})}
+                   for field, f in t.fields.items()}
+            for name, t in schema.type_map.items() if isinstance(t, GraphQLObjectType) and not name.startswith("__")}
+
+
+def validation_rules(schema: GraphQLSchema, introspection: bool) -> Any:
+    costs = cost_map(schema)
+
+    def rules(_context: Any, _document: Any, data: Any) -> list[type[ValidationRule]]:
+        variables = (data or {}).get("variables") if isinstance(data, dict) else None
+
+        class Cost(_Cost):
+            def __init__(self, context: Any) -> None:
+                super().__init__(context, maximum_cost=MAX_COST, default_cost=1, variables=variables,
+                                 cost_map=costs)
+
+        return [Cost] if introspection else [Cost, NoIntrospection]
+
+    return rules
+
+
+class SingleOperations(GraphQLHTTPHandler):
+    """One operation per request: a JSON array (a batch) is refused with
+    BATCH_NOT_SUPPORTED before anything in it is parsed."""
+
+    async def execute_graphql_query(self, request: Any, data: Any, **kw: Any) -> Any:
+        if isinstance(data, list):
+            refused = _refusal("BATCH_NOT_SUPPORTED", "send one operation per request, not a list")
+            return False, {"errors": [format_error(refused)]}
+        return await super().execute_graphql_query(request, data, **kw)
 
 
 def _session(row: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +290,10 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
                                     *graphql_attendance.bind(query, container),
                                     *graphql_notifications.bind(query, container),
                                     *graphql_audit.bind(query, container))
-    return GraphQL(schema, debug=False, error_formatter=format_error, introspection=introspection,
+    # introspection is refused by our own rule (with its code); ariadne's flag stays on, the explorer follows
+    return GraphQL(schema, debug=False, error_formatter=format_error, introspection=True,
+                   explorer=None if introspection else ExplorerHttp405(),
+                   http_handler=SingleOperations(),
                    websocket_handler=GraphQLTransportWSHandler(),  # stops a subscription cleanly on disconnect
-                   logger=GRAPHQL_LOGGER.name,
-                   validation_rules=lambda _ctx, _doc, data: [
-                       DepthLimit, cost_validator(maximum_cost=MAX_COST, default_cost=1,
-                                                  variables=(data or {}).get("variables"))])
+                   logger=GRAPHQL_LOGGER.name, query_parser=parse_query,
+                   validation_rules=validation_rules(schema, introspection))

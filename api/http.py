@@ -335,9 +335,10 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
                            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"])
 
-    # Pure ASGI layers (outermost last): request ids, rate limits, idempotency, body size.
-    app.add_middleware(BodySizeLimit, settings=settings)
+    # Pure ASGI layers (outermost last): request ids, rate limits, body size, idempotency (which reads the
+    # whole body: the size limit must come first).
     app.add_middleware(IdempotentCommands, container=container)
+    app.add_middleware(BodySizeLimit, settings=settings)
     app.add_middleware(RateLimits, container=container)
     app.add_middleware(RequestIds)
 

@@ -20,7 +20,7 @@ from commands.identity import IdentityHandlers
 from commands.notifications import NotificationHandlers
 from commands.scheduling import SchedulingHandlers
 from commands.messages import ChangeDisplayName, CommandContext, RegisterUser
-from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, NotFound
+from domain.errors import ConcurrencyConflict, EmailAlreadyRegistered, InvalidInput, NotFound
 from domain.users import EmailAddress, User
 
 APPLICATION_NAME = "AttendWise"
@@ -112,6 +112,7 @@ class AttendWise(IdentityHandlers, SchedulingHandlers, CommunityHandlers, Attend
         processing = ProcessingEvent[uuid.UUID]()
         for aggregate in aggregates:
             for ev in aggregate.collect_events():
+                check_storable(ev)
                 stamp(ev, ctx)
                 processing.events.append(ev)
         try:
@@ -128,6 +129,22 @@ def event_id(originator_id: uuid.UUID, version: int) -> uuid.UUID:
     """An event's id, derived from its aggregate and version: stable across
     replays and relays, so the bus can drop duplicates by id."""
     return uuid.uuid5(originator_id, str(version))
+
+
+def check_storable(ev: Any) -> None:
+    """Text holding a NUL character is refused (INVALID_INPUT, naming the
+    field): PostgreSQL cannot store it in a read model, so one such event
+    would stop a projection for good. Everything else is stored verbatim."""
+    def has_nul(value: Any) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        return isinstance(value, (list, tuple)) and any(has_nul(v) for v in value)
+
+    for name, value in vars(ev).items():
+        if has_nul(value):
+            raise InvalidInput(f"{name} may not contain NUL characters", field=name)
 
 
 def stamp(ev: Any, ctx: CommandContext) -> None:

@@ -8,7 +8,8 @@ device's scan time and the server's receive time:
 2. the nonce is used: an event on the `Ticket`, saved with the attempt, so the
    event store's version check lets one use win (`TICKET_ALREADY_USED`);
 3. for face check-in, the member's enrolled template against the photo
-   (`FACE_NOT_ENROLLED`, `NO_FACE`, `SEVERAL_FACES`, a mismatch); a verifier
+   (`FACE_NOT_ENROLLED`, `NO_FACE`, `SEVERAL_FACES`, `IMAGE_*` for a photo
+   the model will not read, a mismatch); a verifier
    that does not answer in time leaves the attempt pending, settled when the
    answer comes or failed by `fail_overdue` after the deadline.
 """
@@ -29,7 +30,7 @@ from commands.messages import (AnnulCheckIn, CommandContext, GiveUpPlace, MarkAt
 from domain.attendance import (DIRECTIONS, CheckIn, CheckInRefused, NoPlace, Presence, Roster, Ticket, check_window,
                                new_nonce, presence_id, ticket_id)
 from domain.authorization import check_is_host, check_signed_in
-from domain.errors import ConcurrencyConflict, InvalidInput
+from domain.errors import ConcurrencyConflict, DomainError, InvalidInput
 from domain.scheduling import Series, Session, SessionCancelled, session_id
 
 log = structlog.get_logger("checkin")
@@ -240,7 +241,7 @@ class AttendanceHandlers(Loader):
 
     def _check_face(self, ctx: CommandContext, session: Session, ticket: Ticket, checkin: CheckIn,
                     image: bytes) -> ScanResult:
-        from adapters.face import NoFace, SeveralFaces, VerifierUnavailable
+        from adapters.face import VerifierUnavailable
 
         try:
             template = self.faces.template(checkin.user_id)
@@ -264,7 +265,7 @@ class AttendanceHandlers(Loader):
         except concurrent.futures.TimeoutError:
             answer.add_done_callback(lambda f: self._settle_late(ctx, checkin.id, f))
             return ScanResult(checkin.id, checkin.session_id, checkin.user_id, "pending", "VERIFYING")
-        except (NoFace, SeveralFaces) as e:
+        except DomainError as e:  # no one face (NoFace, SeveralFaces), or a photo the model will not read
             self._fail(ctx, ticket, checkin, e.code)
             raise
         except Exception as e:  # noqa: BLE001 - an unavailable verifier: stays pending, settled by the deadline

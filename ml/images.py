@@ -9,6 +9,12 @@ Photos come from members' phones: anything can arrive. `decode(data)`:
   before decoding anything (IMAGE_TOO_MANY_PIXELS, 413): a decompression bomb
   (a few KB of PNG that inflate to gigabytes) is never inflated; Pillow's own
   bomb check is kept as a second net;
+- PNG and WebP have no reduced-scale decode, so they get a smaller budget,
+  `max_full_pixels` (12 MP: a 4000x3000 frame; webcams and screenshots are
+  far smaller): a 64 MP WebP of 135 KB decodes through about 1 GB, a 12 MP
+  one through under 200 MB. A progressive JPEG (most photos from the web)
+  buffers all its coefficients whatever the scale: `max_progressive_pixels`
+  (24 MP, about 140 MB; 64 MP would be 370 MB from a 750 KB file);
 - decodes JPEG at a reduced scale straight from the DCT (`draft`), so a
   48-megapixel photo costs a 6-megapixel decode;
 - applies the EXIF orientation (a portrait photo from a phone is stored
@@ -34,6 +40,8 @@ from domain.errors import DomainError
 
 MAX_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 64_000_000  # 64 MP: a phone's 48/50 MP photo passes, 108/200 MP modes do not
+MAX_FULL_PIXELS = 12_000_000  # PNG and WebP, decoded at full size (a baseline JPEG is decoded at 1/2 to 1/8)
+MAX_PROGRESSIVE_PIXELS = 24_000_000  # a progressive JPEG, whose coefficients are all kept while it decodes
 MAX_SIDE = 800
 FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -69,6 +77,7 @@ def _sniff(data: bytes) -> str | None:
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
+           max_full_pixels: int = MAX_FULL_PIXELS, max_progressive_pixels: int = MAX_PROGRESSIVE_PIXELS,
            max_side: int = MAX_SIDE) -> DecodedImage:
     if len(data) > max_bytes:
         raise ImageRejected("IMAGE_TOO_LARGE", f"the image is {len(data):,} bytes; at most {max_bytes:,} are accepted",
@@ -83,10 +92,14 @@ def decode(data: bytes, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIX
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=[sniffed])
             width, height = img.size
-            if width * height > max_pixels:
-                raise ImageRejected("IMAGE_TOO_MANY_PIXELS",
-                                    f"the image is {width}x{height} pixels; at most {max_pixels:,} pixels are accepted",
-                                    status=413, width=width, height=height, limit=max_pixels)
+            progressive = sniffed == "JPEG" and bool(img.info.get("progressive"))
+            limit = min(max_pixels, max_progressive_pixels if progressive else
+                        max_pixels if sniffed == "JPEG" else max_full_pixels)
+            if width * height > limit:
+                kind = f"{'a progressive ' if progressive else ''}{sniffed}"
+                raise ImageRejected("IMAGE_TOO_MANY_PIXELS", f"the image is {width}x{height} pixels; at most "
+                                    f"{limit:,} pixels are accepted for {kind}",
+                                    status=413, width=width, height=height, limit=limit)
             if width < 1 or height < 1:
                 raise ImageRejected("IMAGE_UNREADABLE", "the image has no pixels")
             if img.format == "JPEG" and max(width, height) > max_side:

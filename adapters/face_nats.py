@@ -54,7 +54,8 @@ async def serve_faces(analyzer: FaceAnalyzer, url: str, namespace: str, stop: as
                         "embedding": base64.b64encode(frame.embedding).decode()}
             except Exception as e:  # noqa: BLE001 - answered as an error, logged; the caller decides
                 log.warning("face_analysis_failed", error=type(e).__name__, code=getattr(e, "code", None))
-                body = {"error": getattr(e, "code", "ANALYSIS_FAILED"), "message": str(e)}
+                body = {"error": getattr(e, "code", "ANALYSIS_FAILED"), "message": str(e),
+                        "status": getattr(e, "status", 422)}
         await msg.respond(json.dumps(body).encode())
 
     async def on_info(msg: Any) -> None:
@@ -131,7 +132,7 @@ class NatsFaceAnalyzer:
         body = self._request(self._analyse, image, {"mirrored": "1" if mirrored else "0"})
         if "error" in body:
             err = DomainError(body.get("message", "the image could not be analysed"))
-            err.code, err.status = body["error"], 422
+            err.code, err.status = body["error"], body.get("status", 422)  # 413, 415: the worker's own
             raise err
         return FrameAnalysis(body["failure"], body["yaw"], body["mouth"], base64.b64decode(body["embedding"]))
 

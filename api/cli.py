@@ -179,7 +179,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     app = create_app(container, run_workers=args.workers)
     print(f"AttendWise on http://{host}:{port}  (GraphQL: /graphql, API docs: /docs, "
           f"{'embedded: ' + str(settings.data_dir) if settings.embedded else 'full stack'})", file=sys.stderr)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    # log_config=None: uvicorn's own warnings and tracebacks go through our JSON logs and their masking
+    uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
     container.close()
     return 0
 

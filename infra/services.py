@@ -31,6 +31,7 @@ PORTS = {"postgres": 55432, "nats": 44222, "nats-monitor": 48222, "neo4j": 47687
          "smtp": 41025}
 INFRA = Path(__file__).resolve().parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
+NATS_CONFIG = INFRA / "nats.conf"  # message size for face photos
 DEBIAN_PACKAGES = {"nats": ("nats-server", "nats-server"), "redis": ("redis-server", "redis-server"),
                    "postgres": (str(PG_BIN / "pg_ctl"), "postgresql-15")}
 
@@ -195,7 +196,7 @@ def nats_up() -> None:
         return
     d = services_dir() / "nats"
     d.mkdir(parents=True, exist_ok=True)
-    _spawn(["nats-server", "-a", HOST, "-p", str(PORTS["nats"]), "-m", str(PORTS["nats-monitor"]),
+    _spawn(["nats-server", "-c", str(NATS_CONFIG), "-a", HOST, "-p", str(PORTS["nats"]), "-m", str(PORTS["nats-monitor"]),
             "-js", "-sd", str(d), "-n", "attendwise"], "nats")
 
     def ready() -> bool:

@@ -48,13 +48,17 @@ def test_enrol_and_check_in_by_face_with_the_model_in_process_or_in_workers(base
         container.close()
         assert httpx.post(f"{base_url}/sessions/{sid}/places", headers=ann_auth, json={}).status_code == 200
 
-        def check_in() -> httpx.Response:
+        def check_in(photo: str = "img16.jpg") -> httpx.Response:
             token = httpx.get(f"{base_url}/sessions/{sid}/ticket", headers=ann_auth).json()["token"]
             return httpx.post(base_url + "/checkin", headers=host_auth, timeout=60,
                               data={"token": token, "device_id": "door"},
-                              files={"image": ("p.jpg", (faces / "img16.jpg").read_bytes(), "image/jpeg")})
+                              files={"image": ("p.jpg", (faces / photo).read_bytes(), "image/jpeg")})
         r = check_in()
         assert r.status_code == 200 and r.json()["outcome"] == "succeeded", r.text
+        # a phone's full-size photo (2.2 MB: more than NATS's default 1 MB message) reaches the workers too
+        assert (faces / "img1.jpg").stat().st_size > 2**21
+        r = check_in("img1.jpg")  # someone else holding ann's ticket
+        assert r.status_code == 200 and (r.json()["outcome"], r.json()["reason"]) == ("failed", "FACE_MISMATCH"), r.text
         if worker is not None:
             worker.stop()
             worker = None

@@ -272,14 +272,15 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
         return connection(rows, n, _session)
 
     @query.field("upcomingSessions")
-    def resolve_upcoming(_: Any, info: Any, userId: str, first: int = 20, after: str | None = None) -> dict[str, Any]:
+    def resolve_upcoming(_: Any, info: Any, userId: str, first: int = 20, after: str | None = None,
+                         **kw: Any) -> dict[str, Any]:
         who = principal_of(info, container)
         check_sees_user(who.user_id if who else None, who.roles if who else (), userId)
         n = page_size(first)
-        now = container.clock().isoformat()
+        since = _instant(kw["from"], "from") if kw.get("from") else container.clock().isoformat()
         hosted = container.readmodels.rows(
             "session_hosts", where={"user_id": userId, "status": "scheduled"}, order_by="sort_key", limit=n + 1,
-            conditions=[("sort_key", ">", now), *after_conditions(after)])
+            conditions=[("sort_key", ">=", since), *after_conditions(after)])
         found = {r["id"]: r for r in container.readmodels.rows(
             "sessions", conditions=[("id", "in", [h["session_id"] for h in hosted])])}
         rows = [found[h["session_id"]] for h in hosted if h["session_id"] in found]

@@ -95,10 +95,16 @@ def test_schedule_read_edit_and_export_a_series(base_url: Stack) -> None:
                  c=COMMUNITY, f=f"{YEAR}-01-01T00:00:00Z", t=f"{YEAR}-01-21T00:00:00Z")["data"]["communitySessions"]
     assert [e["node"]["localStart"][:10] for e in window["edges"]] == [f"{YEAR}-01-06", f"{YEAR}-01-14"]
     assert window["pageInfo"]["hasNextPage"] is True
-    upcoming = httpx.post(base_url + "/graphql", headers=auth, json={
-        "query": "query($u: ID!) { upcomingSessions(userId: $u, first: 50) { edges { node { id } } } }",
-        "variables": {"u": HOST}}).json()["data"]["upcomingSessions"]["edges"]
+    def hosted(**since: str) -> dict:
+        return httpx.post(base_url + "/graphql", headers=auth, json={
+            "query": "query($u: ID!, $f: String) { upcomingSessions(userId: $u, first: 50, from: $f) "
+                     "{ edges { node { id start } } } }", "variables": {"u": HOST, **since}}).json()
+    upcoming = hosted()["data"]["upcomingSessions"]["edges"]
     assert len(upcoming) == 8 - 1 - 4 + 4  # cancelled ones are not upcoming
+    # from an instant (a console passes the start of the day): the ones starting then or later
+    later = hosted(f=upcoming[1]["node"]["start"])["data"]["upcomingSessions"]["edges"]
+    assert [e["node"]["id"] for e in later] == [e["node"]["id"] for e in upcoming[1:]]
+    assert hosted(f="next tuesday")["errors"][0]["extensions"]["code"] == "INVALID_INPUT"
 
     # iCalendar: calendar apps read it back
     ics = httpx.get(f"{base_url}/communities/{COMMUNITY}/calendar.ics")

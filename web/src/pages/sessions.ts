@@ -1,4 +1,5 @@
-// The sessions I host: upcoming ones (GraphQL `upcomingSessions`), the ones
+// The sessions I host: today's and the upcoming ones (GraphQL `upcomingSessions`
+// from the start of the day, so a session stays listed while it runs), the ones
 // opened recently on this device, and any session by its id.
 
 import { ApiError, currentAuth, gql } from "../api";
@@ -73,7 +74,7 @@ export function sessionsPage(root: HTMLElement): Cleanup {
   });
   root.append(
     h("h1", { tabindex: -1 }, "My sessions"),
-    h("section", {}, h("h2", {}, "Upcoming sessions I host"), status, upcoming),
+    h("section", {}, h("h2", {}, "Sessions I host, today and later"), status, upcoming),
     recentBlock,
     h("section", {}, h("h2", {}, "Another session"), openForm),
   );
@@ -81,13 +82,13 @@ export function sessionsPage(root: HTMLElement): Cleanup {
   (async () => {
     try {
       const data = await gql<{ upcomingSessions: { edges: { node: SessionInfo }[] } }>(
-        `query($u: ID!) { upcomingSessions(userId: $u, first: 50) { edges { node { ${FIELDS} } } } }`,
-        { u: auth?.userId },
+        `query($u: ID!, $from: String) { upcomingSessions(userId: $u, first: 50, from: $from) { edges { node { ${FIELDS} } } } }`,
+        { u: auth?.userId, from: new Date(new Date().setHours(0, 0, 0, 0)).toISOString() },
       );
       if (!alive) return;
       const nodes = data.upcomingSessions.edges.map((e) => e.node);
       fill(upcoming, nodes.map(sessionItem));
-      status.textContent = nodes.length ? `${nodes.length} upcoming` : "You host no upcoming session.";
+      status.textContent = nodes.length ? `${nodes.length} today or later` : "You host no session today or later.";
     } catch (e) {
       if (alive) status.textContent = `Could not load your sessions (${e instanceof ApiError ? e.code : "OFFLINE"}).`;
     } finally {

@@ -6,7 +6,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 AW    := $(VENV)/bin/attendwise
 
-.PHONY: install run test services services-down bench clean
+.PHONY: install run test services services-down bench load clean
 
 install:
 	@bash infra/install.sh $(VENV)
@@ -28,6 +28,9 @@ bench: install
 	$(AW) services up postgres nats neo4j
 	eval "$$($(AW) services env)"; $(PY) -m bench $(BENCH_ARGS) && $(PY) -m bench.scheduling && $(PY) -m bench.gateway && $(PY) -m bench.feed \
 		&& $(PY) -m bench.checkin && $(PY) -m bench.faces && $(PY) -m bench.notify && $(PY) -m bench.rebuild
+
+load: install
+	eval "$$($(AW) services env)"; $(PY) -m bench.load $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .attendwise *.egg-info

@@ -127,14 +127,20 @@ _SNAPSHOT = {
 }
 
 
+READ_RETRY_TIME = 2.0  # seconds the driver retries a read that failed for a transient reason
+
+
 class Neo4jFeedGraph:
     """`FeedGraph` in Neo4j, in namespace `namespace`. An unreachable server
     raises `ServiceUnavailable` naming `setting` (at construction, too)."""
 
     def __init__(self, uri: str, namespace: str = "attendwise", setting: str = "ATTENDWISE_NEO4J_URI") -> None:
         self.uri, self.ns, self.setting = uri, namespace, setting
-        # the driver connects on first use: a process that never reads the graph needs no Neo4j
+        # the driver connects on first use: a process that never reads the graph needs no Neo4j.
+        # Its managed transactions (every read) retry for 30 s by default: with Neo4j down a feed read
+        # would hang that long; give up after READ_RETRY_TIME and answer `ServiceUnavailable`.
         self._driver = neo4j.GraphDatabase.driver(uri, auth=None, connection_timeout=5,
+                                                  max_transaction_retry_time=READ_RETRY_TIME,
                                                   notifications_min_severity="OFF")
 
     @contextmanager

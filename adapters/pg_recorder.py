@@ -13,7 +13,8 @@ notification-id order, at one round trip per save (or per group-commit batch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -22,10 +23,20 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.utils import retry
 from psycopg.sql import SQL, Identifier
 
+from adapters.errors import ServiceUnavailable
+
+# Seconds one try waits for a pooled connection. The library makes ten tries of
+# every read and write and, by default, waits its connect timeout (5 s) in
+# each: with PostgreSQL down a command would wait 50 s for its error.
+POOL_WAIT = 0.5
+
 
 class LockedFunctionRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        datastore.pool.timeout = POOL_WAIT
+        where = datastore.pool.kwargs or {}
+        self._where = f"{where.get('host')}:{where.get('port')}/{where.get('dbname')}"
         self.locked_insert_function = f"{self.events_table_name}_insert_locked"
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{fn}(ids uuid[], versions bigint[], topics text[], states bytea[]) "
@@ -79,8 +90,31 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
             "FOR EACH STATEMENT EXECUTE FUNCTION attendwise_refuse_event_change()",
         ]
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    @contextmanager
+    def _unavailable(self) -> Iterator[None]:
+        """The library's errors for a database it could not use (after its
+        tries) as `ServiceUnavailable` naming the setting, as every adapter
+        reports an unreachable service (the API answers 503 with Retry-After)."""
+        try:
+            yield
+        except (InterfaceError, OperationalError) as e:
+            raise ServiceUnavailable("PostgreSQL", "ATTENDWISE_DATABASE_URL", self._where, e) from e
+
+    def select_events(self, *args: Any, **kwargs: Any) -> Any:
+        with self._unavailable():
+            return super().select_events(*args, **kwargs)
+
+    def max_notification_id(self) -> int | None:
+        with self._unavailable():
+            return super().max_notification_id()
+
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        with self._unavailable():
+            return self._insert_locked(stored_events, **kwargs)
+
+    # (not `_insert_events`: the library's own method of that name is called by its `insert_events`)
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def _insert_locked(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
         if not stored_events or any(v is not None for v in kwargs.values()):  # e.g. tracking: the library's path
             return super().insert_events(stored_events, **kwargs)
         columns = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
@@ -93,6 +127,11 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         """The stored events of several aggregates in one query, each
         aggregate's in version order (a command that needs three aggregates
         pays one round trip, not three)."""
+        with self._unavailable():
+            return self._select_events_of_many(originator_ids)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's reads
+    def _select_events_of_many(self, originator_ids: Sequence[Any]) -> list[StoredEvent]:
         statement = SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} "
                         "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from adapters.errors import ServiceUnavailable
-from adapters.sql import sqlite_transaction
+from adapters.sql import POOL_WAIT, sqlite_transaction
 
 POSITIONS = "projection_positions"
 ERRORS = "projection_errors"  # the last failure of each projection, until it moves past it
@@ -692,7 +692,8 @@ class PostgresReadModelStore(_SqlStore):
         self.tables = {}
         self._setting, self._url = setting, database_url
         try:
-            self.pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=True, timeout=10,
+            self.pool = ConnectionPool(database_url, min_size=1, max_size=pool_size, open=True, timeout=POOL_WAIT,
+                                       check=ConnectionPool.check_connection,  # a restart's dead ones replaced
                                        kwargs={"row_factory": dict_row, "connect_timeout": 5})
             self.pool.wait(timeout=10)
         except Exception as e:  # noqa: BLE001 - translated

@@ -47,6 +47,13 @@ class SQLiteFile:
         return c.execute(sql, params).fetchall()
 
 
+# Seconds a statement waits for a pooled connection: with PostgreSQL down, each
+# store a request touches would otherwise hold it 10 s before its 503. Pooled
+# connections are checked before use, so after a restart the dead ones are
+# replaced instead of failing a request each.
+POOL_WAIT = 3.0
+
+
 class PostgresPool:
     """A small autocommit pool. `ddl` runs once, in one implicit transaction
     under an advisory lock, so processes starting together do not race."""
@@ -60,7 +67,8 @@ class PostgresPool:
         self._errors = (psycopg.OperationalError,)
         self._setting, self._where = setting, database_url.split("@")[-1]
         try:
-            self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=10,
+            self.pool = ConnectionPool(database_url, min_size=1, max_size=4, open=True, timeout=POOL_WAIT,
+                                       check=ConnectionPool.check_connection,
                                        kwargs={"autocommit": True, "connect_timeout": 5})
             self.pool.wait(timeout=10)
         except Exception as e:  # noqa: BLE001 - translated

@@ -16,6 +16,7 @@ from ariadne.explorer import ExplorerHttp405
 from ariadne.validation.query_cost import CostValidator
 from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, GraphQLError, GraphQLObjectType, GraphQLSchema,
                      GraphQLSyntaxError, InlineFragmentNode, OperationDefinitionNode, ValidationRule, parse)
+from starlette.responses import JSONResponse
 
 from adapters.errors import ServiceUnavailable
 from api import graphql_attendance, graphql_audit, graphql_community, graphql_notifications
@@ -141,6 +142,15 @@ class SingleOperations(GraphQLHTTPHandler):
             refused = _refusal("BATCH_NOT_SUPPORTED", "send one operation per request, not a list")
             return False, {"errors": [format_error(refused)]}
         return await super().execute_graphql_query(request, data, **kw)
+
+    async def create_json_response(self, request: Any, result: dict, success: bool) -> Any:
+        """Nothing answered because a service is down: 503 with Retry-After,
+        as the command API answers (Ariadne would say 400, a bad request)."""
+        errors = result.get("errors") or []
+        if result.get("data") is None and errors and all(
+                (e.get("extensions") or {}).get("code") == "SERVICE_UNAVAILABLE" for e in errors):
+            return JSONResponse(result, status_code=503, headers={"Retry-After": "5"})
+        return await super().create_json_response(request, result, success)
 
 
 def _session(row: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import math
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
@@ -23,7 +25,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters.errors import ServiceUnavailable
-from adapters.idempotency import fingerprint
+from adapters.idempotency import IN_PROGRESS_TTL, fingerprint
 from adapters.media import FileMediaStore
 from adapters.relay import Relay
 from api.bootstrap import Container, connect_bus
@@ -164,6 +166,30 @@ class IdempotentCommands:
 
     def __init__(self, app: ASGIApp, container: Container) -> None:
         self.app, self.container = app, container
+        self._later: set[asyncio.Task[None]] = set()
+
+    async def _settle(self, write: Callable[[], None]) -> None:
+        """Record a key's outcome (`complete` or `release`). When the store is
+        unavailable (PostgreSQL went down during the command), the answer still
+        goes out and the write is retried in the background for half the
+        reservation's lifetime: a retry then gets the kept answer, or runs,
+        instead of being told IDEMPOTENCY_KEY_IN_USE until the reservation lapses."""
+        try:
+            await asyncio.to_thread(write)
+        except ServiceUnavailable as e:
+            log.warning("idempotency_key_not_settled", error=str(e), retry_for=IN_PROGRESS_TTL / 2)
+            task = asyncio.create_task(self._settle_later(write, time.monotonic() + IN_PROGRESS_TTL / 2))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+    async def _settle_later(self, write: Callable[[], None], deadline: float) -> None:
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            try:
+                return await asyncio.to_thread(write)
+            except ServiceUnavailable:
+                continue
+        log.warning("idempotency_key_left_to_lapse")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         store = self.container.idempotency
@@ -181,7 +207,12 @@ class IdempotentCommands:
         caller = hashlib.sha256(headers.get("authorization", "anonymous").encode()).hexdigest()[:32]
         scoped = f"{caller}:{path}:{key}"
         fp = fingerprint(scope["method"], path, caller, body)
-        stored = await asyncio.to_thread(store.reserve, scoped, fp)
+        try:
+            stored = await asyncio.to_thread(store.reserve, scoped, fp)
+        except ServiceUnavailable as e:  # no key can be kept now, so nothing runs: a clear 503, never a 500
+            log.warning("service_unavailable", service=e.service, setting=e.setting)
+            unavailable = problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
+            return await unavailable(scope, receive, send)
         if stored is not None:
             if stored.fingerprint != fp:
                 response: Response = problem(422, "IDEMPOTENCY_KEY_REUSED",
@@ -204,7 +235,7 @@ class IdempotentCommands:
                 start = message
                 if message["status"] >= 500:
                     settled = True
-                    await asyncio.to_thread(store.release, scoped)
+                    await self._settle(lambda: store.release(scoped))
                     await send(message)
                 return
             if settled or message["type"] != "http.response.body":
@@ -216,8 +247,8 @@ class IdempotentCommands:
             content = b"".join(chunks)
             first = Headers(raw=start["headers"])
             settled = True
-            await asyncio.to_thread(store.complete, scoped, start["status"], content,
-                                    first.get("content-type", "application/json"))
+            status, content_type = start["status"], first.get("content-type", "application/json")
+            await self._settle(lambda: store.complete(scoped, status, content, content_type))
             kept = {k: v for k, v in first.items() if k.lower() != "content-length"}
             await Response(content, status_code=start["status"], headers=kept)(scope, receive, send)
 
@@ -225,7 +256,7 @@ class IdempotentCommands:
             await self.app(scope, _replay(body, receive), keep)
         except BaseException:
             if not settled:
-                await asyncio.to_thread(store.release, scoped)
+                await self._settle(lambda: store.release(scoped))
             raise
 
 

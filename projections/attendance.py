@@ -116,7 +116,9 @@ class _Cached:
     handed out as shallow copies: callers replace nested values, never edit them."""
 
     def __init__(self, tx: ReadModelTx) -> None:
-        self.tx = tx
+        # a proxy: the projection keeps each cache in a WeakKeyDictionary keyed by its transaction, and a
+        # value that held its key would keep both (and every row read) alive for good
+        self.tx = weakref.proxy(tx)
         self.rows: dict[tuple[str, str], dict[str, Any] | None] = {}
 
     def get(self, table: str, key: str) -> dict[str, Any] | None:

@@ -168,6 +168,52 @@ def test_the_kiosk_checks_a_member_in_by_qr_and_face_and_the_dashboard_shows_it_
         browser.close()
 
 
+def test_the_kiosk_shows_a_refusal_in_large_text_with_its_reason(
+        site: Site, playwright: Any, chromium: Path, watch: Watch, tmp_path: Path) -> None:
+    """A ticket already used, typed in at the kiosk: "Not checked in" in large
+    text with the reason in words and its code, then ready for the next person."""
+    from PIL import Image
+
+    host = person(site, "hedy@example.org", "Hedy Lamarr")
+    emmy = person(site, "emmy@example.org", "Emmy Noether")
+    session = hosted_session(site, host, "Evening talk", policy="qr")
+    take_place(site, session, emmy[1])
+    token = httpx.get(f"{site}/sessions/{session}/ticket", headers=emmy[1], timeout=10).json()["token"]
+    first = httpx.post(site + "/checkin", headers=host[1], timeout=30,
+                       data={"token": token, "device_id": "side-door", "session_id": session})
+    assert first.status_code == 200 and first.json()["outcome"] == "succeeded", first.text
+    camera = write_y4m(tmp_path / "empty.y4m", [(framed(Image.new("RGB", (64, 48), "white")), 1.0)])  # no QR code
+
+    browser = launch(playwright, chromium, camera)
+    try:
+        kiosk = watch.page(browser.new_context(viewport=PHONE, permissions=["camera"]).new_page())
+        kiosk.goto(site + "/")
+        sign_in(kiosk, "hedy@example.org")
+        kiosk.goto(f"{site}/#/kiosk/{session}")
+        kiosk.wait_for_selector("#kiosk[data-phase='scanning']", timeout=30_000)
+        kiosk.click("text=Kiosk settings")
+        kiosk.uncheck("#face")  # this door takes no photos
+        kiosk.fill("#ticket-code", token)
+        kiosk.press("#ticket-code", "Enter")
+        kiosk.wait_for_selector("#verdict[data-outcome='failed']", timeout=30_000)
+        assert kiosk.get_attribute("#verdict", "data-reason") == "TICKET_ALREADY_USED"
+        expect(kiosk.locator("#verdict .headline")).to_have_text("Not checked in")
+        expect(kiosk.locator("#verdict .detail")).to_have_text("this ticket was already used (TICKET_ALREADY_USED)")
+        size = kiosk.eval_on_selector("#verdict .headline", "e => parseFloat(getComputedStyle(e).fontSize)")
+        assert size >= 32, size  # large text, on a phone-sized screen too
+        assert fits(kiosk)
+        kiosk.wait_for_selector("#kiosk[data-phase='scanning']", timeout=5_000)
+        shown, ready = (int(kiosk.get_attribute("#kiosk", a) or 0) for a in ("data-verdict-at", "data-ready-at"))
+        assert 0 < ready - shown <= READY_WITHIN_MS
+        assert kiosk.get_attribute("#recent-verdicts li:first-child", "data-reason") == "TICKET_ALREADY_USED"
+    finally:
+        browser.close()
+    # Chromium reports the refusal's 409 on the console as a failed resource load: that one line is expected
+    expected = [e for e in watch.errors if "status of 409" in e]
+    assert len(expected) == 1, watch.errors
+    watch.errors[:] = [e for e in watch.errors if e not in expected]
+
+
 def test_the_dashboard_reconnects_and_resumes_without_gaps_or_duplicates(
         site: Site, playwright: Any, chromium: Path, watch: Watch, tmp_path: Path) -> None:
     host = person(site, "host2@example.org", "Mary Jackson")

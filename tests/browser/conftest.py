@@ -57,8 +57,10 @@ def chromium(built: Path) -> Path:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright(chromium: Path) -> Iterator[Any]:
+    """Module scope: while it runs, Playwright's event loop is the main
+    thread's, and every later `asyncio.run` in the session would fail."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -40,8 +40,14 @@ def test_rebuild_during_writes_and_live_projection(pg_url: str, tmp_path: Path) 
 
     threads = [threading.Thread(target=write)] + [
         threading.Thread(target=p.follow, args=(log, lambda: not following.is_set())) for p in live]
+    registered = log.head()
     for t in threads:
         t.start()
+    for p in live:  # the live tables hold the first 300 before the rebuild begins
+        for _ in range(400):
+            if p.position >= registered:
+                break
+            threading.Event().wait(0.05)
     seen_during: list[int] = []
     for projection in (UsersProjection(), CountingProjection()):
         rebuild(projection, store, log, fresh=True, batch=100,

@@ -125,7 +125,26 @@ class Postgres:
 
 
 # ---------------------------------------------------------------- NATS
-class Nats:
+class _Server:
+    """A service process of ours: SIGTERM, then SIGKILL after `grace` seconds."""
+
+    p: subprocess.Popen[bytes] | None = None
+    grace = 20.0
+
+    def stop(self) -> None:
+        if self.p and self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(self.grace)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(10)
+
+    def pids(self) -> list[int]:
+        return [self.p.pid] if self.p and self.p.poll() is None else []
+
+
+class Nats(_Server):
     """nats-server with JetStream, its store in a folder of ours."""
 
     def __init__(self, root: Path) -> None:
@@ -156,23 +175,14 @@ class Nats:
 
         _wait(ready, "nats-server", 30, self.p, self.log)
 
-    def stop(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(20)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
-
-    def pids(self) -> list[int]:
-        return [self.p.pid] if self.p and self.p.poll() is None else []
 
 
 # ---------------------------------------------------------------- Neo4j
-class Neo4j:
+class Neo4j(_Server):
     """The embedded Neo4j launcher (`infra/neo4j/run.sh`, built by build.sh):
     20 to 40 s to start on a small machine."""
+
+    grace = 60.0  # it checkpoints its store on the way down
 
     def __init__(self, root: Path) -> None:
         self.port = free_port()
@@ -205,17 +215,6 @@ class Neo4j:
         self.launch()
         self.wait_ready()
 
-    def stop(self) -> None:
-        if self.p and self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(60)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(10)
-
-    def pids(self) -> list[int]:
-        return [self.p.pid] if self.p and self.p.poll() is None else []
 
 
 # ---------------------------------------------------------------- the stack

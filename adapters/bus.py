@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from adapters.errors import ServiceUnavailable
 from domain.envelope import EventEnvelope
 
 STREAM = "ATTENDWISE"
 SUBJECTS = "attendwise.>"
+STREAM_BACKLOG = 10_000  # messages a stream reader holds before the server is held back
 NATS_SETTING = "ATTENDWISE_NATS_URL"
 
 
@@ -241,13 +242,21 @@ class JetStreamBus:
     async def stream(self, start_seq: int) -> AsyncIterator[tuple[int, EventEnvelope]]:
         from nats.js.api import ConsumerConfig, DeliverPolicy
 
+        # Messages are taken by callback into a queue read without waiting while
+        # it holds any: nats-py's `sub.messages` iterator costs several turns of
+        # the event loop per message, and on a busy loop (an API under load) it
+        # fell behind the stream for good, holding every message meanwhile.
+        # The queue is bounded: a slow reader holds the callback, and JetStream's
+        # flow control then holds the server.
+        arrived: asyncio.Queue[Any] = asyncio.Queue(maxsize=STREAM_BACKLOG)
         sub = await self.js.subscribe(  # type: ignore[attr-defined]
-            self.prefix + SUBJECTS, stream=self.stream_name, ordered_consumer=True,
+            self.prefix + SUBJECTS, stream=self.stream_name, ordered_consumer=True, cb=arrived.put,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)),
             pending_msgs_limit=100_000,
         )
         try:
-            async for msg in sub.messages:
+            while True:
+                msg = await arrived.get()
                 yield msg.metadata.sequence.stream, EventEnvelope.from_json(msg.data)
         finally:
             await sub.unsubscribe()

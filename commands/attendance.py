@@ -186,7 +186,10 @@ class AttendanceHandlers(Loader):
 
         for attempt in range(5):
             if attempt:  # after a lost race: what the winner left
-                ticket, presence = self._find(ticket_id(session.id, claims.user_id), Ticket), None
+                ticket = self._find(ticket_id(session.id, claims.user_id), Ticket)
+                presence = self._presence(session.id, claims.user_id)
+            elif presence is None:  # the member's first scan: read with the session, none was there
+                presence = Presence(session_id=str(sid), user_id=claims.user_id)
             if ticket is None:
                 self._refused(scan, ctx, now, "TICKET_INVALID", claims.session_id, claims.user_id)
                 raise CheckInRefused("TICKET_INVALID", "no ticket was issued for this member", status=401)

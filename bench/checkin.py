@@ -124,13 +124,14 @@ def main() -> None:
                 "ATTENDWISE_NATS_NAMESPACE": db, "ATTENDWISE_RATE_LIMITS": "false",
                 "ATTENDWISE_LOG_LEVEL": "warning"}
         ports = [18801 + i for i in range(args.api)]
-        procs = [spawn(["serve", "--port", str(p)], env) for p in ports]
-        procs += [spawn(["relay"], env), spawn(["project"], env)]
+        named = {f"api-{p}" if args.api > 1 else "api": spawn(["serve", "--port", str(p)], env) for p in ports}
+        named |= {"relay": spawn(["relay"], env), "projector": spawn(["project"], env)}
         if args.face_members:
             env["ATTENDWISE_MODEL_DIR"] = str(Path(".attendwise/models").resolve())
-            procs.append(spawn(["face-worker"], env))
+            named["face-worker"] = spawn(["face-worker"], env)
+        procs = list(named.values())
         try:
-            rows = run(args, Path(d), url_db, ports)
+            rows = run(args, Path(d), url_db, ports, {name: p.pid for name, p in named.items()})
         finally:
             for p in procs:
                 p.terminate()
@@ -180,7 +181,23 @@ def face_session(app: Any, host: str, start: dt.datetime, now: dt.datetime, n: i
     return forms, alone
 
 
-def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int]) -> list[tuple[str, ...]]:
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) used so far by each named process, by
+    PostgreSQL (all its processes) and by this benchmark's own client."""
+    import psutil
+
+    def used(p: psutil.Process) -> float:
+        t = p.cpu_times()
+        return t.user + t.system
+
+    out = {name: used(psutil.Process(pid)) for name, pid in pids.items()}
+    out["postgres"] = sum(used(p) for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres")
+    out["bench client"] = used(psutil.Process())
+    return out
+
+
+def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int],
+        pids: dict[str, int]) -> list[tuple[str, ...]]:
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     for u in urls:
         for _ in range(200):
@@ -224,7 +241,9 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
         await asyncio.sleep(2.0)  # the last changes reach the dashboard
         stop.set()
         return rate, lat, answers, await watcher
+    cpu_before = cpu_seconds(pids)
     rate, lat, answers, dashboard = asyncio.run(checkins())
+    cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
     assert all(a["outcome"] == "succeeded" for _, a in answers)
     p50, p99 = quantiles(lat)
     b50, b99 = quantiles(base_lat)
@@ -233,6 +252,8 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
             ("QR-only check-in p50 / p99 ms", f"{p50 * 1000:.1f} / {p99 * 1000:.1f}",
              f"{b50 * 1000:.1f} / {b99 * 1000:.1f} ms GET /healthz", f"{p99 / b99:.1f}x", ""),
             ]
+    rows += [(f"CPU ms per QR-only check-in: {name}", f"{used / len(answers) * 1000:.2f}", "",
+              f"{used / sum(cpu.values()):.0%} of all", "") for name, used in sorted(cpu.items(), key=lambda kv: -kv[1])]
     if face_forms:
         f_rate, f_lat, f_answers = asyncio.run(load(urls, face_forms, auth, 4, "/checkin"))
         assert all(a["outcome"] == "succeeded" for _, a in f_answers), f_answers[:2]

@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import neo4j
 import structlog
+
+from adapters._neo4j_driver import neo4j
 from neo4j.exceptions import ServiceUnavailable as DriverUnavailable
 from neo4j.exceptions import SessionExpired
 

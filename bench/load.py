@@ -160,13 +160,13 @@ def main() -> None:
                                enrol=(lambda ids: stack.enrol_faces(ids, FACES / "img62.jpg")) if faces else None)
             load = Load(world, ledger, args, stack)
             _warm_up(world)
-            rss_start = stack.rss()
+            rss_start, pg_start = stack.rss(), len(stack.pids().get("postgres", []))
             print(f"seeded: {len(world.members)} members; load for {args.duration:.0f} s by {args.users} users",
                   flush=True)
             seconds = load.run()
-            rss_end = stack.rss()
+            rss_end, pg_end = stack.rss(), len(stack.pids().get("postgres", []))
     load_after = os.getloadavg()
-    rows, memory, summary = _tables(load, ledger, seconds, rss_start, rss_end)
+    rows, memory, summary = _tables(load, ledger, seconds, rss_start, rss_end, (pg_start, pg_end))
     title = (f"Load: {seconds:.0f} s, {args.users} users: feed 60% / post 10% / check-in 20% "
              f"({args.face_share:.0%} of them by face) / dashboard watchers 10%")
     print_table(title, ("operation", "requests", "per second", "p50 ms", "p99 ms", "errors"), rows)
@@ -199,8 +199,10 @@ def _warm_up(world: World) -> None:
     client.close()
 
 
-def _tables(load: Load, ledger: Ledger, seconds: float, rss_start: dict[str, int],
-            rss_end: dict[str, int]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], str]:
+def _tables(load: Load, ledger: Ledger, seconds: float, rss_start: dict[str, int], rss_end: dict[str, int],
+            pg_processes: tuple[int, int]) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]], str]:
+    """`pg_processes`: PostgreSQL's processes at the start and the end (one
+    per connection, besides its own): the pools open more under load."""
     by_op: dict[str, list] = defaultdict(list)
     for a in ledger.answers:
         by_op[a.op].append(a)
@@ -227,7 +229,8 @@ def _tables(load: Load, ledger: Ledger, seconds: float, rss_start: dict[str, int
     for name in rss_start:
         a, b = rss_start[name], rss_end.get(name, 0)
         growth = (b - a) / a if a else 0.0
-        memory.append((name + (" (PSS, all its processes)" if name == "postgres" else ""), f"{a / 2**20:,.0f}",
+        pg = f" (PSS, all its processes: {pg_processes[0]} -> {pg_processes[1]})"
+        memory.append((name + (pg if name == "postgres" else ""), f"{a / 2**20:,.0f}",
                        f"{b / 2**20:,.0f}", f"{growth:+.1%}", "GREW > 10%" if growth > GROWTH else ""))
     summary = (f"errors: {errors_total}; {load.changes} dashboard changes received; "
                f"{sum(1 for r in memory if r[4])} process(es) grew more than {GROWTH:.0%}")

@@ -88,6 +88,12 @@ def problem(status: int, code: str, title: str, detail: str | None = None, retry
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def unavailable_problem(e: ServiceUnavailable) -> JSONResponse:
+    """503 with Retry-After, naming the service that is down and its setting (logged)."""
+    log.warning("service_unavailable", service=e.service, setting=e.setting)
+    return problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
+
+
 
 
 # Requests that carry an image have their own body limit (the image's, plus the form around it).
@@ -210,9 +216,7 @@ class IdempotentCommands:
         try:
             stored = await asyncio.to_thread(store.reserve, scoped, fp)
         except ServiceUnavailable as e:  # no key can be kept now, so nothing runs: a clear 503, never a 500
-            log.warning("service_unavailable", service=e.service, setting=e.setting)
-            unavailable = problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
-            return await unavailable(scope, receive, send)
+            return await unavailable_problem(e)(scope, receive, send)
         if stored is not None:
             if stored.fingerprint != fp:
                 response: Response = problem(422, "IDEMPOTENCY_KEY_REUSED",
@@ -384,8 +388,7 @@ def create_app(container: Container, *, run_workers: bool | None = None) -> Fast
 
     @app.exception_handler(ServiceUnavailable)
     async def unavailable(_: Request, e: ServiceUnavailable) -> JSONResponse:
-        log.warning("service_unavailable", service=e.service, setting=e.setting)
-        return problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
+        return unavailable_problem(e)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -36,7 +36,7 @@ from rich.progress import track
 
 from api.bootstrap import build
 from api.settings import Settings
-from bench.report import print_table
+from bench.report import cpu_seconds, print_table
 from commands.messages import CommandContext, RegisterUser, ReservePlace, ScheduleSeries, SetCheckInPolicy
 from domain.scheduling import session_id
 
@@ -201,18 +201,14 @@ def face_session(app: Any, host: str, start: dt.datetime, now: dt.datetime, n: i
     return forms, alone
 
 
-def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
-    """CPU time (user + system) used so far by each named process, by
-    PostgreSQL (all its processes) and by this benchmark's own client."""
+def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process, by PostgreSQL (all its
+    processes) and by this benchmark's own client."""
     import psutil
 
-    def used(p: psutil.Process) -> float:
-        t = p.cpu_times()
-        return t.user + t.system
-
-    out = {name: used(psutil.Process(pid)) for name, pid in pids.items()}
-    out["postgres"] = sum(used(p) for p in psutil.process_iter(["name"]) if (p.info["name"] or "") == "postgres")
-    out["bench client"] = used(psutil.Process())
+    out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    out["postgres"] = sum(cpu_seconds(p.pid) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres")
+    out["bench client"] = cpu_seconds(os.getpid())
     return out
 
 
@@ -261,10 +257,10 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
     ready.wait(60)
     time.sleep(1.0)  # connected, snapshot read
     pids = {**pids, "dashboard watcher": watcher.pid}
-    cpu_before = cpu_seconds(pids)
+    cpu_before = cpu_by_process(pids)
     rate, lat, answers = asyncio.run(load(urls, forms, auth, args.clients, "/checkin"))
     time.sleep(2.0)  # the last changes reach the dashboard
-    cpu = {name: used - cpu_before[name] for name, used in cpu_seconds(pids).items()}
+    cpu = {name: used - cpu_before[name] for name, used in cpu_by_process(pids).items()}
     stop.set()
     dashboard, seen = out.get(timeout=60)
     watcher.join(10)

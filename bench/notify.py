@@ -56,12 +56,11 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.report import print_table
+from bench.report import CLOCK_TICKS, cpu_seconds, print_table
 from infra.smtp_sink import SmtpSink
 from tests.processes import Proc, free_port, wait_http
 
 console = Console(stderr=True)
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class TimedSink(SmtpSink):
@@ -87,15 +86,6 @@ class TimedSink(SmtpSink):
 def quantiles(values: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(values, n=100)
     return q[49], q[98]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def machine_busy() -> float:

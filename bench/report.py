@@ -1,11 +1,16 @@
-"""One way every benchmark prints its table."""
+"""What every benchmark shares: one way to print its table, and the CPU time
+a process has used."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -15,3 +20,12 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
     for r in rows:
         table.add_row(*r)
     Console().print(table)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc); 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS

@@ -3,6 +3,8 @@ and saving again after losing a race."""
 
 from __future__ import annotations
 
+import random
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -44,10 +46,15 @@ class Loader:
             raise NotFound(f"no {name} {aggregate_id}")
         return agg
 
-    def _save_retrying(self, ctx: Any, work: Callable[[], tuple[Any, list[Any]]], attempts: int = 5) -> Any:
+    def _save_retrying(self, ctx: Any, work: Callable[[], tuple[Any, list[Any]]], attempts: int = 12) -> Any:
         """Run `work()` (it loads, decides and returns (result, changed
         aggregates)) and save what changed; when a concurrent command changed
-        the same aggregates first, run it again on what that command left."""
+        the same aggregates first, run it again on what that command left.
+
+        Losers wait a random, growing pause before they reload (up to 50 ms):
+        when many members take the last places of one session at once, each
+        round has one winner, and without the pause the same losers meet again
+        at once and run out of attempts."""
         for attempt in range(1, attempts + 1):
             result, changed = work()
             if not changed:
@@ -58,4 +65,5 @@ class Loader:
             except ConcurrencyConflict:
                 if attempt == attempts:
                     raise
+                time.sleep(random.uniform(0, min(0.05, 0.002 * 2 ** attempt)))
         raise AssertionError("unreachable")

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from api.bootstrap import Container
 
 HOST = "127.0.0.1"
+PG_SHARED_BUFFERS_MB = 128
+PG_SHARED_SEGMENT_AT_LEAST = PG_SHARED_BUFFERS_MB * 2**20 // 2  # in smaps: the one mapping this large and shared
 NEO4J_RUN = REPO / "infra" / "neo4j" / "run.sh"
 
 
@@ -97,7 +99,7 @@ class Postgres:
 
     def start(self) -> None:
         conf = (f"-c listen_addresses={HOST} -c port={self.port} -c unix_socket_directories= "
-                "-c max_connections=400 -c shared_buffers=128MB")
+                f"-c max_connections=400 -c shared_buffers={PG_SHARED_BUFFERS_MB}MB")
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.log), "-o", conf, "-w", "-t", "60", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -327,17 +329,30 @@ class FullStack:
     def rss(self) -> dict[str, int]:
         """Resident memory (bytes) of each process of the stack. PostgreSQL's
         is the proportional set size summed over its processes (they share
-        the buffer cache: summing their RSS would count it once per backend)."""
+        memory: summing their RSS would count it once per backend), in two
+        parts: `postgres`, its processes' own memory, and `postgres buffer
+        cache`, the pages of its shared memory segment in use. That segment
+        (`shared_buffers`, 128 MB here, and its bookkeeping) is sized at
+        start; its pages become resident as data is first cached in them,
+        so it fills as the log grows, up to its size, and no further."""
         out = {}
         for name, pids in self.pids().items():
-            total = 0
+            total = cache = 0
             for pid in pids:
                 try:
                     p = psutil.Process(pid)
-                    total += p.memory_full_info().pss if name == "postgres" else p.memory_info().rss
-                except psutil.NoSuchProcess:
+                    if name != "postgres":
+                        total += p.memory_info().rss
+                        continue
+                    for m in p.memory_maps(grouped=False):
+                        shared_segment = m.perms.endswith("s") and m.size >= PG_SHARED_SEGMENT_AT_LEAST
+                        cache += m.pss if shared_segment else 0
+                        total += 0 if shared_segment else m.pss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             out[name] = total
+            if name == "postgres":
+                out["postgres buffer cache"] = cache
         return out
 
     # ------------------------------------------------------------ in this process

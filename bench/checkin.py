@@ -222,8 +222,11 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
-    host = httpx.post(urls[0] + "/users", json={"email": "host@example.org", "display_name": "Host",
-                                                "password": PASSWORD}).json()["id"]
+    registered = httpx.post(urls[0] + "/users", json={"email": "host@example.org", "display_name": "Host",
+                                                      "password": PASSWORD})
+    if registered.status_code != 201:
+        raise SystemExit(f"registering the host: {registered.status_code} {registered.text}")
+    host = registered.json()["id"]
     token = httpx.post(urls[0] + "/auth/token", data={"grant_type": "password", "username": "host@example.org",
                                                       "password": PASSWORD}).json()["access_token"]
     container = build(Settings(data_dir=data, database_url=database_url, nats_url=None, neo4j_uri=None,

@@ -22,7 +22,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from rich.progress import track
 
 from api.bootstrap import build
 from api.settings import Settings
-from bench.report import cpu_seconds, print_table
+from bench.report import cpu_seconds, percentiles, print_table
 from commands.messages import CommandContext, RegisterUser, ReservePlace, ScheduleSeries, SetCheckInPolicy
 from domain.scheduling import session_id
 
@@ -46,11 +45,6 @@ PASSWORD = "correct horse battery"
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "api.cli", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-
-
-def quantiles(values: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(values, n=100)
-    return q[49], q[98]
 
 
 async def load(urls: list[str], requests: list[dict], headers: dict[str, str], clients: int,
@@ -268,8 +262,8 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
     dashboard, seen = out.get(timeout=60)
     watcher.join(10)
     assert all(a["outcome"] == "succeeded" for _, a in answers)
-    p50, p99 = quantiles(lat)
-    b50, b99 = quantiles(base_lat)
+    p50, p99 = percentiles(lat, 50, 99)
+    b50, b99 = percentiles(base_lat, 50, 99)
     rows = [("QR-only check-ins/s", f"{rate:,.0f}", f"{base_rate:,.0f} GET /healthz/s", f"{rate / base_rate:.0%}",
              ">= 300/s"),
             ("QR-only check-in p50 / p99 ms", f"{p50 * 1000:.1f} / {p99 * 1000:.1f}",
@@ -280,15 +274,15 @@ def run(args: argparse.Namespace, data: Path, database_url: str, ports: list[int
     if face_forms:
         f_rate, f_lat, f_answers = asyncio.run(load(urls, face_forms, auth, 4, "/checkin"))
         assert all(a["outcome"] == "succeeded" for _, a in f_answers), f_answers[:2]
-        f50, f99 = quantiles(f_lat)
-        a50, a99 = quantiles(alone)
+        f50, f99 = percentiles(f_lat, 50, 99)
+        a50, a99 = percentiles(alone, 50, 99)
         rows += [("face check-ins/s (one face worker)", f"{f_rate:,.1f}", f"{1 / a50:,.1f}/s analysis alone",
                   f"{f_rate * a50:.0%}", ""),
                  ("face check-in p50 / p99 ms", f"{f50 * 1000:.0f} / {f99 * 1000:.0f}",
                   f"{a50 * 1000:.0f} / {a99 * 1000:.0f} ms analysis alone (over NATS)", f"{f50 / a50:.1f}x", "")]
     if dashboard:
         delays = [seen[a["checkin_id"]] - t for t, a in answers if a["checkin_id"] in seen]
-        d50, d99 = quantiles(delays)
+        d50, d99 = percentiles(delays, 50, 99)
         rows.append(("check-in answered -> on the dashboard p50 / p99 ms", f"{d50 * 1000:.0f} / {d99 * 1000:.0f}",
                      f"{len(delays)} of {len(answers)} changes seen", "", "p99 < 250 ms"))
     else:

@@ -34,13 +34,12 @@ import argparse
 import csv
 import multiprocessing
 import os
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.report import print_table
+from bench.report import percentiles, print_table
 
 REPO = Path(__file__).resolve().parent.parent
 FACES = REPO.parent / "shared" / "faces"
@@ -57,10 +56,6 @@ def _peak_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
 def _provision(home: str) -> str:
@@ -212,12 +207,12 @@ def main() -> None:
     frames = next(iter(results.values()))["frames"]
     print("measuring deepface's eager call ...", flush=True)
     eager = isolated(_measure_deepface_eager, args.home, args.passes, frames)
-    e50, e95 = _p(eager["embed_ms"], 50), _p(eager["embed_ms"], 95)
+    e50, e95 = percentiles(eager["embed_ms"], 50, 95)
 
     rows: list[tuple[str, str, str, str, str]] = []
     first = results[engines[0]]
-    d50, d95 = _p(first["decode_ms"], 50), _p(first["decode_ms"], 95)
-    i50, i95 = _p(first["imdecode_ms"], 50), _p(first["imdecode_ms"], 95)
+    d50, d95 = percentiles(first["decode_ms"], 50, 95)
+    i50, i95 = percentiles(first["imdecode_ms"], 50, 95)
     rows.append((f"decode to <= 800 px, {len(first['decode_ms'])} photos (p50/p95 ms)", f"{d50:.1f} / {d95:.1f}",
                  f"{i50:.1f} / {i95:.1f} cv2.imdecode, full size", f"{d50 / i50:.2f}x", ""))
     for name in engines:
@@ -229,9 +224,9 @@ def main() -> None:
         tar, tar_t = tar_at_far(dist)
         same = [d for d, s in dist if s and d is not None]
         diff = [d for d, s in dist if not s and d is not None]
-        f50, f95 = _p(r["frame_ms"], 50), _p(r["frame_ms"], 95)
-        x50, x95 = _p(r["detect_ms"], 50), _p(r["detect_ms"], 95)
-        m50, m95 = _p(r["embed_ms"], 50), _p(r["embed_ms"], 95)
+        f50, f95 = percentiles(r["frame_ms"], 50, 95)
+        x50, x95 = percentiles(r["detect_ms"], 50, 95)
+        m50, m95 = percentiles(r["embed_ms"], 50, 95)
         rows += [
             (f"{name}: accuracy at {THRESHOLD:.2f}, {total} pairs", f"{acc:.1%} ({right}/{total})",
              f"{base_acc:.1%} at deepface's 0.30", "", ">= 99%"),

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import os
 import random
-import statistics
 import tempfile
 import time
 import uuid
@@ -40,7 +39,7 @@ from projections.feed_graph import FeedGraphProjection
 from projections.projector import Projector
 from adapters.graph_neo4j import DATABASE, Neo4jFeedGraph
 from adapters.graph_sql import SQLiteFeedGraph
-from bench.report import print_table
+from bench.report import percentiles, print_table
 
 console = Console()
 BATCH = 5000
@@ -148,8 +147,8 @@ def latencies(users: list[str], call: Callable[[str], object]) -> tuple[float, f
         t = time.perf_counter()
         call(u)
         times.append((time.perf_counter() - t) * 1000)
-    q = statistics.quantiles(times, n=100)
-    return q[49], q[94]
+    p50, p95 = percentiles(times, 50, 95)
+    return p50, p95
 
 
 def measure(name: str, graph: FeedGraph, lookup: Callable[[str], object], readers: list[str],

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.report import print_table
+from bench.report import percentiles, print_table
 
 PASSWORD = "correct horse battery"
 
@@ -49,8 +48,8 @@ async def load(urls: list[str], make: object, seconds: float, clients: int) -> t
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.perf_counter() - started
-    q = statistics.quantiles(latencies, n=100)
-    return len(latencies) / elapsed, q[49] * 1000, q[98] * 1000
+    p50, p99 = percentiles(latencies, 50, 99)
+    return len(latencies) / elapsed, p50 * 1000, p99 * 1000
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from bench.report import print_table
+from bench.report import percentiles, print_table
 from tests.faults.stack import FullStack
 from tests.faults.workload import FACES, Answer, Client, Ledger, Workload, World
 
@@ -146,13 +146,6 @@ class Load:
         except Exception as e:  # noqa: BLE001 - counted as an error
             self.ledger.answer(Answer("dashboard", f"error {type(e).__name__}", None, time.monotonic() - started,
                                       time.time()), str(e))
-
-
-def _quantiles(values: list[float]) -> tuple[float, float]:
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (0.0, 0.0)
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return q[49], q[98]
 
 
 def main() -> None:
@@ -255,7 +248,7 @@ def _tables(load: Load, ledger: Ledger, seconds: float, rss_start: dict[str, int
         if not answers:
             continue
         errors = [a for a in answers if a.outcome != "ok"]
-        p50, p99 = _quantiles([a.seconds for a in answers])
+        p50, p99 = percentiles([a.seconds for a in answers], 50, 99)
         total += len(answers)
         errors_total += len(errors)
         label = "dashboard (WebSocket open -> snapshot)" if op == "dashboard" else op
@@ -263,7 +256,7 @@ def _tables(load: Load, ledger: Ledger, seconds: float, rss_start: dict[str, int
                      f"{p99 * 1000:.0f}", str(len(errors)) + (f" ({Counter(a.outcome for a in errors).most_common(2)})"
                                                             if errors else "")))
     delays = [load.seen[c["id"]] - c["at"] for c in ledger.accepted.get("checkin", []) if c["id"] in load.seen]
-    d50, d99 = _quantiles(delays)
+    d50, d99 = percentiles(delays, 50, 99)
     rows.append(("all requests", f"{total:,}", f"{total / seconds:,.1f}", "", "", str(errors_total)))
     rows.append(("check-in answered -> on a watching dashboard", f"{len(delays):,} seen", "", f"{d50 * 1000:.0f}",
                  f"{d99 * 1000:.0f}", ""))

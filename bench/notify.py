@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.report import CLOCK_TICKS, cpu_seconds, print_table
+from bench.report import CLOCK_TICKS, cpu_seconds, percentiles, print_table
 from infra.smtp_sink import SmtpSink
 from tests.processes import Proc, free_port, wait_http
 
@@ -83,9 +82,6 @@ class TimedSink(SmtpSink):
         return len(self.times)
 
 
-def quantiles(values: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(values, n=100)
-    return q[49], q[98]
 
 
 def machine_busy() -> float:
@@ -471,7 +467,7 @@ def main() -> None:
 
 
 def table(args: argparse.Namespace, runs: list[dict], lat: dict | None, base: dict) -> tuple:
-    b50, b99 = quantiles(base["alone"])
+    b50, b99 = percentiles(base["alone"], 50, 99)
     raw = f"{base['rate']:,.0f}/s raw aiosmtplib, {args.concurrency} at once"
     rows = []
     for r in runs:
@@ -487,13 +483,13 @@ def table(args: argparse.Namespace, runs: list[dict], lat: dict | None, base: di
         rows.append((f"notifier CPU per email, {r['k']} notifier{'s' if r['k'] > 1 else ''}", f"{per * 1000:.1f} ms",
                      f"{base['cpu'] * 1000:.2f} ms raw sender CPU per message", f"{per / base['cpu']:.0f}x", ""))
     if lat:
-        d50, d99 = quantiles(lat["delivered"])
+        d50, d99 = percentiles(lat["delivered"], 50, 99)
         rows.append((f"commit -> email received p50 / p99 ms ({args.latency_rate:g}/s)",
                      f"{d50 * 1000:.0f} / {d99 * 1000:.0f}",
                      f"{b50 * 1000:.1f} / {b99 * 1000:.1f} ms one raw send alone", f"{d50 / b50:.0f}x",
                      f"{len(lat['delivered'])} of {lat['n']} arrived"))
         if len(lat["relayed"]) > 1:
-            r50, r99 = quantiles(lat["relayed"])
+            r50, r99 = percentiles(lat["relayed"], 50, 99)
             rows.append(("  of which commit -> on JetStream (relay)",
                          f"{r50 * 1000:.0f} / {r99 * 1000:.0f}", "", "", ""))
     title = f"Notifier benchmark (full stack, SMTP sink on loopback, {os.cpu_count()} cores)"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.report import percentiles
 from tests.faults.invariants import Verdict
 from tests.faults.workload import CLEAR, Ledger
 from tests.processes import REPO
@@ -100,7 +100,7 @@ class Report:
         for title, ledger in ledgers:
             for op, outcomes in sorted(ledger.by_operation().items()):
                 secs = sorted(a.seconds for a in ledger.answers if a.op == op)
-                p50, p99 = _quantiles(secs)
+                p50, p99 = percentiles(secs, 50, 99)
                 shown = ", ".join(f"{o} {n}" for o, n in outcomes.most_common())
                 out.append(f"| {title} | {op} | {sum(outcomes.values())} | {shown} | {p50 * 1000:.0f} | "
                            f"{p99 * 1000:.0f} | {secs[-1] * 1000:.0f} |")
@@ -132,15 +132,6 @@ class Report:
                 out.append(f"| {f.title} | {stage} | {value:.1f} |" if isinstance(value, float)
                            else f"| {f.title} | {stage} | {value} |")
         return "\n".join(out) + "\n"
-
-
-def _quantiles(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return 0.0, 0.0
-    if len(values) == 1:
-        return values[0], values[0]
-    q = statistics.quantiles(values, n=100, method="inclusive")
-    return q[49], q[98]
 
 
 __all__ = ["CLEAR", "Family", "Report", "RESULTS"]

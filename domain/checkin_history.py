@@ -172,6 +172,31 @@ class Story:
         return out
 
 
+SUMMARIES = {  # an entry's line for each kind of event; a field the event lacks reads None
+    "CheckInConflicted": "conflicts with check-in {other_checkin_id}: a host decides",
+    "CheckInAnnulled": "annulled by {by}: {reason}",
+    "TicketIssued": "ticket issued (nonce {nonce_ref})",
+    "TicketReissued": "ticket reissued (nonce {nonce_ref})",
+    "TicketNonceUsed": "nonce {nonce_ref} used",
+    "TicketAttemptFailed": "failure counted on the ticket: {reason}",
+    "PresenceEntered": "entered at gate {gate}",
+    "PresenceExited": "left by gate {gate}",
+    "PresenceMarkedPresent": "marked present by {by}: {reason}",
+    "PresenceMarkedAbsent": "marked absent by {by}: {reason}",
+    "NotificationQueued": "notification {kind} queued on {channel}",
+    "NotificationSent": "notification sent via {provider} (attempt {attempt})",
+    "NotificationAttemptFailed": "notification attempt {attempt} failed: {error}; retry at {retry_at}",
+    "NotificationGaveUp": "notification gave up after {attempts} attempt(s): {error}",
+    "NotificationSkipped": "notification skipped: {reason}",
+    "NotificationRequeued": "notification requeued by {by}",
+}
+
+
+class _Fields(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def _summary(env: EventEnvelope, d: dict[str, Any]) -> str:
     t = env.event_type
     if t == "CheckInAttempted":
@@ -184,35 +209,7 @@ def _summary(env: EventEnvelope, d: dict[str, Any]) -> str:
             face = (f"; face confidence {d.get('confidence')}, distance {d.get('distance')}, threshold "
                     f"{d.get('threshold')}, model {d.get('model')} {d.get('model_version')}")
         return f"{VERDICTS[t]}: {d.get('reason')}{face}"
-    if t == "CheckInConflicted":
-        return f"conflicts with check-in {d.get('other_checkin_id')}: a host decides"
-    if t == "CheckInAnnulled":
-        return f"annulled by {d.get('by')}: {d.get('reason')}"
-    if t in TICKET_ISSUES:
-        return f"ticket {'issued' if t == 'TicketIssued' else 'reissued'} (nonce {d.get('nonce_ref')})"
-    if t == "TicketNonceUsed":
-        return f"nonce {d.get('nonce_ref')} used"
-    if t == "TicketAttemptFailed":
-        return f"failure counted on the ticket: {d.get('reason')}"
-    if t == "PresenceEntered":
-        return f"entered at gate {d.get('gate')}"
-    if t == "PresenceExited":
-        return f"left by gate {d.get('gate')}"
-    if t in PRESENCE_MARKS:
-        return f"marked {'present' if t == 'PresenceMarkedPresent' else 'absent'} by {d.get('by')}: {d.get('reason')}"
-    if t == "NotificationQueued":
-        return f"notification {d.get('kind')} queued on {d.get('channel')}"
-    if t == "NotificationSent":
-        return f"notification sent via {d.get('provider')} (attempt {d.get('attempt')})"
-    if t == "NotificationAttemptFailed":
-        return f"notification attempt {d.get('attempt')} failed: {d.get('error')}; retry at {d.get('retry_at')}"
-    if t == "NotificationGaveUp":
-        return f"notification gave up after {d.get('attempts')} attempt(s): {d.get('error')}"
-    if t == "NotificationSkipped":
-        return f"notification skipped: {d.get('reason')}"
-    if t == "NotificationRequeued":
-        return f"notification requeued by {d.get('by')}"
-    return t
+    return SUMMARIES[t].format_map(_Fields(d)) if t in SUMMARIES else t
 
 
 def entry_of(env: EventEnvelope) -> Entry:

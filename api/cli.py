@@ -224,7 +224,7 @@ def _selected(names: list[str], every: bool, container: object) -> list[str]:
 
 def _project(settings: Settings, args: argparse.Namespace) -> int:
     from api.bootstrap import build, connect_bus
-    from projections.projector import follow_bus
+    from projections.projector import follow_bus_together
 
     container = build(settings)
     names = _selected(args.names, False, container)
@@ -237,7 +237,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
             await asyncio.gather(*(asyncio.to_thread(container.projectors[n].follow, container.event_log, stop.is_set)
                                    for n in names))
         else:
-            await asyncio.gather(*(follow_bus(container.projectors[n], container.event_log, bus, stop) for n in names))
+            await follow_bus_together([container.projectors[n] for n in names], container.event_log, bus, stop)
         await bus.close()
 
     asyncio.run(run())

@@ -197,11 +197,12 @@ def face_session(app: Any, host: str, start: dt.datetime, now: dt.datetime, n: i
 
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:
     """CPU seconds used so far by each named process, by PostgreSQL (all its
-    processes) and by this benchmark's own client."""
+    processes), by nats-server and by this benchmark's own client."""
     import psutil
 
     out = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    out["postgres"] = sum(cpu_seconds(p.pid) for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres")
+    for server in ("postgres", "nats-server"):
+        out[server] = sum(cpu_seconds(p.pid) for p in psutil.process_iter(["name"]) if p.info["name"] == server)
     out["bench client"] = cpu_seconds(os.getpid())
     return out
 

@@ -16,6 +16,7 @@ from domain.envelope import EventEnvelope
 from projections.base import Projection
 
 log = structlog.get_logger("projector")
+PATIENCE = 2.0  # seconds a projection may hold the shared stream before it follows on its own
 
 
 def apply_batch(projection: Projection, tx: ReadModelTx, events: Sequence[EventEnvelope]) -> int:
@@ -142,38 +143,109 @@ async def _retrying(projector: Projector, stop: asyncio.Event, work: Callable[..
 
 async def follow_bus(projector: Projector, event_log: EventLog, bus: EventBus, stop: asyncio.Event,
                      batch: int = 500, linger: float = 0.005) -> None:
-    """Full mode: catch up from the event store (the truth), then follow the
-    bus from the first message past the projection's position. The bus stream
-    is gap-free and in log order (the relay guarantees it), so each batch is
-    applied in one transaction together with its position."""
+    """Full mode, one projection: catch up from the event store (the truth),
+    then follow the bus from the first message past the projection's
+    position. The bus stream is gap-free and in log order (the relay
+    guarantees it), so each batch is applied in one transaction together
+    with its position."""
+    await follow_bus_together([projector], event_log, bus, stop, batch=batch, linger=linger)
 
-    await _retrying(projector, stop, projector.catch_up, event_log)
+
+async def follow_bus_together(projectors: Sequence[Projector], event_log: EventLog, bus: EventBus,
+                              stop: asyncio.Event, batch: int = 500, linger: float = 0.005,
+                              patience: float = PATIENCE) -> None:
+    """`follow_bus` for several projections (`attendwise project`) on one
+    subscription: each message is received and decoded once and handed to
+    every projection (one per subscription cost the projector process, and
+    nats-server, as many deliveries per event as there are projections).
+
+    A projection that cannot keep up does not hold the others: one that has
+    not caught up with the log within `patience` seconds at start, or whose
+    queue stays full that long (it is failing and being retried, or its
+    store is down), leaves the shared stream and follows on its own
+    subscription from where it got to."""
+    if len(projectors) > 1:
+        catching = {p: asyncio.create_task(_retrying(p, stop, p.catch_up, event_log)) for p in projectors}
+        await asyncio.wait(catching.values(), timeout=patience)
+        late = [p for p, task in catching.items() if not task.done()]
+        if late:
+            ready = [p for p in projectors if p not in late]
+
+            async def alone(p: Projector) -> None:
+                await catching[p]
+                await follow_bus_together([p], event_log, bus, stop, batch=batch, linger=linger)
+
+            together = [follow_bus_together(ready, event_log, bus, stop, batch=batch, linger=linger,
+                                            patience=patience)] if ready else []
+            await asyncio.gather(*together, *(alone(p) for p in late))
+            return
+    else:
+        await _retrying(projectors[0], stop, projectors[0].catch_up, event_log)
     if stop.is_set():
         return
-    start = await bus.first_seq_after(projector.position)
-    queue: asyncio.Queue = asyncio.Queue(maxsize=batch * 4)
-
-    async def pump() -> None:
-        async for _, env in bus.stream(start):
-            await queue.put(env)
-
-    pumper = asyncio.create_task(pump())
+    followers = [_Follower(p, batch * 4) for p in projectors]
+    start = min([await bus.first_seq_after(p.position) for p in projectors])
+    pumper = asyncio.create_task(_fan_out(bus, start, followers, patience))
     try:
-        while not stop.is_set():
-            events = []
-            try:
-                events.append(await asyncio.wait_for(queue.get(), 0.2))
-                while len(events) < batch:
-                    if queue.empty():
-                        await asyncio.sleep(linger)
-                        if queue.empty():
-                            break
-                    events.append(queue.get_nowait())
-            except asyncio.TimeoutError:
-                pass
-            if pumper.done():
-                pumper.result()  # re-raise the bus's error
-            if events:
-                await _retrying(projector, stop, projector.handle, events)
+        await asyncio.gather(*(_follow(f, event_log, bus, stop, pumper, batch, linger) for f in followers))
     finally:
         pumper.cancel()
+
+
+class _Follower:
+    def __init__(self, projector: Projector, size: int) -> None:
+        self.projector = projector
+        self.queue: asyncio.Queue[EventEnvelope] = asyncio.Queue(maxsize=size)
+        self.detached = False
+
+
+async def _fan_out(bus: EventBus, start: int, followers: list[_Follower], patience: float) -> None:
+    """The one subscription: every message to every attached follower. A
+    full queue is waited on (the slow one sets the pace) for `patience`
+    seconds, then its follower is detached; the last one attached is waited
+    on for as long as it takes."""
+    async for _, env in bus.stream(start):
+        for f in followers:
+            if f.detached:
+                continue
+            try:
+                f.queue.put_nowait(env)
+                continue
+            except asyncio.QueueFull:
+                pass
+            alone = sum(not g.detached for g in followers) == 1
+            try:
+                await asyncio.wait_for(f.queue.put(env), None if alone else patience)
+            except asyncio.TimeoutError:
+                f.detached = True
+                log.warning("projection_follows_alone", projection=f.projector.projection.name,
+                            position=env.position)
+
+
+async def _follow(f: _Follower, event_log: EventLog, bus: EventBus, stop: asyncio.Event, pumper: asyncio.Task,
+                  batch: int, linger: float) -> None:
+    while not stop.is_set():
+        if f.detached and f.queue.empty():  # everything it was handed is applied: on its own from here
+            return await follow_bus_together([f.projector], event_log, bus, stop, batch=batch, linger=linger)
+        events = await _take(f.queue, batch, linger)
+        if pumper.done():
+            pumper.result()  # re-raise the bus's error
+        if events:
+            await _retrying(f.projector, stop, f.projector.handle, events)
+
+
+async def _take(queue: asyncio.Queue[EventEnvelope], batch: int, linger: float) -> list[EventEnvelope]:
+    """Up to `batch` events: the first within 0.2 s, then whatever arrives
+    while the queue does not stay empty for `linger` seconds."""
+    events: list[EventEnvelope] = []
+    try:
+        events.append(await asyncio.wait_for(queue.get(), 0.2))
+        while len(events) < batch:
+            if queue.empty():
+                await asyncio.sleep(linger)
+                if queue.empty():
+                    break
+            events.append(queue.get_nowait())
+    except asyncio.TimeoutError:
+        pass
+    return events

@@ -530,6 +530,133 @@ def test_follow_bus_records_a_failing_batch_retries_it_and_clears_the_error(syst
     assert len(system.readmodels.rows("users")) == 3
 
 
+class CountingBus:
+    """The in-process bus, counting the subscriptions taken on it."""
+
+    def __init__(self) -> None:
+        from adapters.bus import InProcessBus
+
+        self.inner, self.subscriptions = InProcessBus(), 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def stream(self, start_seq: int) -> Any:
+        self.subscriptions += 1
+        return self.inner.stream(start_seq)
+
+
+def test_projections_share_one_subscription_and_a_stuck_one_holds_none_of_the_others(system: Container) -> None:
+    """`attendwise project` with several projections: each message is taken
+    once for all of them; one that keeps failing leaves the shared stream
+    after its patience while the others go on, and catches up on its own
+    once it can."""
+    import asyncio
+
+    from adapters.relay import Relay
+    from projections.projector import follow_bus_together
+
+    class Stuck(KindsProjection):
+        failing = False
+
+        def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
+            if Stuck.failing:
+                raise RuntimeError("its store is down")
+            super().apply(e, tx)
+
+    register(system, 3)
+    healthy = [Projector(UsersProjection(), system.readmodels), Projector(PeoplePerZone(), system.readmodels)]
+    stuck = Projector(Stuck(), system.readmodels)
+    projectors = [*healthy, stuck]
+    bus = CountingBus()
+
+    async def reach(wanted: list[Projector], head: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while any(p.position < head for p in wanted):
+            assert time.monotonic() < deadline, {p.projection.name: p.position for p in wanted}
+            await asyncio.sleep(0.02)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(follow_bus_together(projectors, system.event_log, bus, stop, batch=4,
+                                                       patience=0.5))
+        await reach(projectors, system.event_log.head())  # caught up from the log
+        register(system, 5)
+        await Relay(system.event_log, bus).drain()
+        await reach(projectors, system.event_log.head())
+        assert bus.subscriptions == 1  # every message taken once for the three
+
+        Stuck.failing = True
+        register(system, 30)  # more than its queue (4 batches of 4) holds
+        await Relay(system.event_log, bus).drain()
+        head = system.event_log.head()
+        await reach(healthy, head)  # not held by the stuck one
+        assert stuck.position < head and "kinds" in system.readmodels.errors()
+        Stuck.failing = False
+        await reach([stuck], head)  # from the log first, then on a subscription of its own
+        deadline = time.monotonic() + 10
+        while bus.subscriptions < 2:
+            assert time.monotonic() < deadline, "the stuck projection never subscribed on its own"
+            await asyncio.sleep(0.02)
+        register(system, 1)  # and it follows the stream from there, as do the others
+        await Relay(system.event_log, bus).drain()
+        await reach(projectors, system.event_log.head())
+        assert bus.subscriptions == 2
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    users = system.readmodels.rows("users")
+    assert len(users) == 39 and len(system.readmodels.rows("kinds")) == 39
+    assert sum(r["users"] for r in system.readmodels.rows("zone_counts")) == 39
+    assert "kinds" not in system.readmodels.errors()
+
+
+def test_a_projection_failing_from_the_start_does_not_keep_the_others_from_following(system: Container) -> None:
+    """At start each projection catches up from the log; one that cannot
+    (its batch keeps failing) is left to follow on its own after its
+    patience, and the others take the shared stream meanwhile."""
+    import asyncio
+
+    from adapters.relay import Relay
+    from projections.projector import follow_bus_together
+
+    class Failing(KindsProjection):
+        failing = True
+
+        def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
+            if Failing.failing:
+                raise RuntimeError("not yet")
+            super().apply(e, tx)
+
+    register(system, 2)
+    users, failing = Projector(UsersProjection(), system.readmodels), Projector(Failing(), system.readmodels)
+    bus = CountingBus()
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(follow_bus_together([users, failing], system.event_log, bus, stop, patience=0.3))
+        deadline = time.monotonic() + 20
+        while bus.subscriptions < 1:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        register(system, 2)
+        await Relay(system.event_log, bus).drain()
+        while users.position < system.event_log.head():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        assert failing.position == 0 and bus.subscriptions == 1
+        Failing.failing = False
+        while failing.position < system.event_log.head() or bus.subscriptions < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(asyncio.wait_for(run(), 60))
+    assert len(system.readmodels.rows("users")) == 4 and len(system.readmodels.rows("kinds")) == 4
+
+
 def test_a_transaction_reads_its_own_writes_as_the_database_would(system: Container) -> None:
     """`tx.get` answers from what the transaction wrote or read before
     (no flush, no round trip): it must answer what the database would."""

@@ -38,6 +38,7 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         where = datastore.pool.kwargs or {}
         self._where = f"{where.get('host')}:{where.get('port')}/{where.get('dbname')}"
         self.locked_insert_function = f"{self.events_table_name}_insert_locked"
+        self._events_of_many_sql: str | None = None
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{fn}(ids uuid[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
@@ -120,6 +121,8 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         columns = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
                    [e.topic for e in stored_events], [e.state for e in stored_events])
         with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
+            if not isinstance(self.sql_call_locked_insert, str):  # rendered once, as the query below
+                self.sql_call_locked_insert = self.sql_call_locked_insert.as_string(conn)
             curs.execute(self.sql_call_locked_insert, columns, prepare=True)
             return [r[self.locked_insert_function] for r in curs.fetchall()]
 
@@ -132,10 +135,12 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's reads
     def _select_events_of_many(self, originator_ids: Sequence[Any]) -> list[StoredEvent]:
-        statement = SQL("SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
-            Identifier(self.datastore.schema), Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, [list(originator_ids)], prepare=True)
+            if self._events_of_many_sql is None:  # rendered once: psycopg then reuses its parse of a plain string
+                self._events_of_many_sql = SQL(
+                    "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+                    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
+                    Identifier(self.datastore.schema), Identifier(self.events_table_name)).as_string(conn)
+            curs.execute(self._events_of_many_sql, [list(originator_ids)], prepare=True)
             return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]

@@ -46,6 +46,7 @@ class Keyring:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.keys: dict[str, Ed25519PrivateKey] = {}
+        self._public: dict[str, tuple[Ed25519PrivateKey, Ed25519PublicKey]] = {}  # kid -> (its key, public half)
         self.active = ""
         self._loaded_at = 0.0
         self.reload()
@@ -96,7 +97,12 @@ class Keyring:
         if kid not in self.keys and time.monotonic() - self._loaded_at > 1.0:
             self.reload()
         key = self.keys.get(kid)
-        return key.public_key() if key else None
+        if key is None:
+            return None
+        known = self._public.get(kid)
+        if known is None or known[0] is not key:  # derived once per key (every request verifies a token)
+            known = self._public[kid] = (key, key.public_key())
+        return known[1]
 
     def verifying_key(self, token: str, invalid: Callable[[str], Exception]) -> Ed25519PublicKey:
         """The public key a token says it was signed with, after pinning the

@@ -88,13 +88,11 @@ class AuditSeals:
         rows = self.db.run("SELECT position, chain FROM audit_seals ORDER BY position DESC LIMIT 1")
         return (int(rows[0][0]), rows[0][1]) if rows else (0, GENESIS)
 
-    def add(self, seals: list[Seal], chunk: int = 300) -> None:
-        """Idempotent: a seal already there is left as it is."""
-        row = "(" + ", ".join([self.p] * 6) + ")"
-        for start in range(0, len(seals), chunk):
-            part = seals[start:start + chunk]
-            self.db.run(f"INSERT INTO audit_seals ({_SEAL}) VALUES {', '.join([row] * len(part))} ON CONFLICT DO NOTHING",
-                        tuple(x for s in part for x in (s.position, s.content, s.chain, s.aggregate, s.version, s.link)))
+    def add(self, seals: list[Seal]) -> None:
+        """Idempotent: a seal already there is left as it is. All or none."""
+        values = ", ".join([self.p] * 6)
+        self.db.run_many(f"INSERT INTO audit_seals ({_SEAL}) VALUES ({values}) ON CONFLICT DO NOTHING",
+                         [(s.position, s.content, s.chain, s.aggregate, s.version, s.link) for s in seals])
 
     def seals(self, page: int = 5000) -> Iterator[Seal]:
         after = 0

@@ -46,6 +46,12 @@ class SQLiteFile:
             c.execute("PRAGMA journal_mode=WAL")
         return c.execute(sql, params).fetchall()
 
+    def run_many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement for each row, all in one transaction."""
+        self.run("SELECT 1")  # this thread's connection
+        with sqlite_transaction(self._local.conn) as cur:
+            cur.executemany(sql, rows)
+
 
 # Seconds a statement waits for a pooled connection: with PostgreSQL down, each
 # store a request touches would otherwise hold it 10 s before its 503. Pooled
@@ -81,6 +87,15 @@ class PostgresPool:
             with self.pool.connection() as c:
                 cur = c.execute(sql, params)
                 return cur.fetchall() if cur.description else []
+        except self._errors as e:
+            raise ServiceUnavailable("PostgreSQL", self._setting, self._where, e) from e
+
+    def run_many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement for each row, all in one transaction (pipelined: one
+        round trip, and the statement is parsed and planned once)."""
+        try:
+            with self.pool.connection() as c, c.transaction():
+                c.cursor().executemany(sql, rows)
         except self._errors as e:
             raise ServiceUnavailable("PostgreSQL", self._setting, self._where, e) from e
 

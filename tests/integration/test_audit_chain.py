@@ -148,6 +148,17 @@ def renamed(history: History) -> tuple[str, list]:  # type: ignore[type-arg]
     return aggregate, [r for r in rows if r.originator_id == aggregate]
 
 
+def test_a_batch_of_seals_is_stored_whole_or_not_at_all(history: History) -> None:
+    """A seal batch that fails part-way (here: a seal without its chain) leaves
+    no seal of it behind: sealing resumes from a head that is all there."""
+    head, chain = history.seals.head()
+    good = Seal(head + 1, "c" * 64, "d" * 64, "agg", 1, "e" * 64)
+    broken = Seal(head + 2, "c" * 64, None, "agg", 2, "e" * 64)  # type: ignore[arg-type]
+    with pytest.raises(Exception):  # noqa: B017, PT011 - the database's own NOT NULL error, whichever driver
+        history.seals.add([good, broken])
+    assert history.seals.head() == (head, chain)
+
+
 def test_one_aggregate_is_checked_against_its_own_chain(history: History) -> None:
     aggregate, [first, second] = renamed(history)
     assert verify_aggregate(history.log.raw_aggregate, history.seals, aggregate).ok

@@ -13,11 +13,14 @@ def without_credentials(text: str) -> str:
 
 
 class ServiceUnavailable(Exception):
-    """A service the configuration points at cannot be reached.
+    """A service the configuration points at cannot be reached (callers are
+    told to retry after `RETRY_AFTER` seconds: HTTP 503 with Retry-After).
 
     The message names the service and the setting that points at it, so an
     operator knows what to start or fix; never a password the setting's URL
     holds (messages reach logs, the CLI's output and /readyz)."""
+
+    RETRY_AFTER = 5  # seconds
 
     def __init__(self, service: str, setting: str, target: str, reason: object) -> None:
         self.service = service

@@ -149,7 +149,7 @@ class SingleOperations(GraphQLHTTPHandler):
         errors = result.get("errors") or []
         if result.get("data") is None and errors and all(
                 (e.get("extensions") or {}).get("code") == "SERVICE_UNAVAILABLE" for e in errors):
-            return JSONResponse(result, status_code=503, headers={"Retry-After": "5"})
+            return JSONResponse(result, status_code=503, headers={"Retry-After": str(ServiceUnavailable.RETRY_AFTER)})
         return await super().create_json_response(request, result, success)
 
 

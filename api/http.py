@@ -83,7 +83,7 @@ def problem(status: int, code: str, title: str, detail: str | None = None, retry
     body = {"type": PROBLEM_BASE + code.lower().replace("_", "-"), "title": title, "status": status,
             "detail": detail, "code": code, **extra}
     if retry_after is None and status == 503:
-        retry_after = 5
+        retry_after = ServiceUnavailable.RETRY_AFTER
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 

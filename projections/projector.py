@@ -164,23 +164,23 @@ async def follow_bus_together(projectors: Sequence[Projector], event_log: EventL
     queue stays full that long (it is failing and being retried, or its
     store is down), leaves the shared stream and follows on its own
     subscription from where it got to."""
-    if len(projectors) > 1:
-        catching = {p: asyncio.create_task(_retrying(p, stop, p.catch_up, event_log)) for p in projectors}
-        await asyncio.wait(catching.values(), timeout=patience)
-        late = [p for p, task in catching.items() if not task.done()]
-        if late:
-            ready = [p for p in projectors if p not in late]
+    catching = {p: asyncio.create_task(_retrying(p, stop, p.catch_up, event_log)) for p in projectors}
+    await asyncio.wait(catching.values(), timeout=patience if len(projectors) > 1 else None)
+    ready = [p for p, task in catching.items() if task.done()]
+    late = [p for p in projectors if p not in ready]
 
-            async def alone(p: Projector) -> None:
-                await catching[p]
-                await follow_bus_together([p], event_log, bus, stop, batch=batch, linger=linger)
+    async def alone(p: Projector) -> None:
+        await catching[p]
+        await _stream([p], event_log, bus, stop, batch, linger, patience)
 
-            together = [follow_bus_together(ready, event_log, bus, stop, batch=batch, linger=linger,
-                                            patience=patience)] if ready else []
-            await asyncio.gather(*together, *(alone(p) for p in late))
-            return
-    else:
-        await _retrying(projectors[0], stop, projectors[0].catch_up, event_log)
+    together = [_stream(ready, event_log, bus, stop, batch, linger, patience)] if ready else []
+    await asyncio.gather(*together, *(alone(p) for p in late))
+
+
+async def _stream(projectors: list[Projector], event_log: EventLog, bus: EventBus, stop: asyncio.Event,
+                  batch: int, linger: float, patience: float) -> None:
+    """The caught-up `projectors` on one subscription, from the first message
+    past the furthest behind."""
     if stop.is_set():
         return
     followers = [_Follower(p, batch * 4) for p in projectors]

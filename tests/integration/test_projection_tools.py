@@ -546,6 +546,34 @@ class CountingBus:
         return self.inner.stream(start_seq)
 
 
+class Breakable(KindsProjection):
+    """`KindsProjection` whose every batch fails while `broken` is set (as
+    when its store is down)."""
+
+    def __init__(self, broken: bool) -> None:
+        self.broken = broken
+
+    def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
+        if self.broken:
+            raise RuntimeError("its store is down")
+        super().apply(e, tx)
+
+
+async def until(condition: Callable[[], bool], what: Callable[[], object] = lambda: None,
+                timeout: float = 20) -> None:
+    """Waits for `condition()`; fails with `what()` after `timeout` seconds."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        await asyncio.sleep(0.02)
+
+
+def at_head(c: Container, *projectors: Projector) -> Callable[[], bool]:
+    return lambda: all(p.position >= c.event_log.head() for p in projectors)
+
+
 def test_projections_share_one_subscription_and_a_stuck_one_holds_none_of_the_others(system: Container) -> None:
     """`attendwise project` with several projections: each message is taken
     once for all of them; one that keeps failing leaves the shared stream
@@ -556,51 +584,38 @@ def test_projections_share_one_subscription_and_a_stuck_one_holds_none_of_the_ot
     from adapters.relay import Relay
     from projections.projector import follow_bus_together
 
-    class Stuck(KindsProjection):
-        failing = False
-
-        def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
-            if Stuck.failing:
-                raise RuntimeError("its store is down")
-            super().apply(e, tx)
-
     register(system, 3)
     healthy = [Projector(UsersProjection(), system.readmodels), Projector(PeoplePerZone(), system.readmodels)]
-    stuck = Projector(Stuck(), system.readmodels)
+    breakable = Breakable(broken=False)
+    stuck = Projector(breakable, system.readmodels)
     projectors = [*healthy, stuck]
     bus = CountingBus()
 
-    async def reach(wanted: list[Projector], head: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while any(p.position < head for p in wanted):
-            assert time.monotonic() < deadline, {p.projection.name: p.position for p in wanted}
-            await asyncio.sleep(0.02)
+    def positions() -> dict[str, int]:
+        return {p.projection.name: p.position for p in projectors}
 
     async def run() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(follow_bus_together(projectors, system.event_log, bus, stop, batch=4,
                                                        patience=0.5))
-        await reach(projectors, system.event_log.head())  # caught up from the log
+        await until(at_head(system, *projectors), positions)  # caught up from the log
         register(system, 5)
         await Relay(system.event_log, bus).drain()
-        await reach(projectors, system.event_log.head())
+        await until(at_head(system, *projectors), positions)
         assert bus.subscriptions == 1  # every message taken once for the three
 
-        Stuck.failing = True
+        breakable.broken = True
         register(system, 30)  # more than its queue (4 batches of 4) holds
         await Relay(system.event_log, bus).drain()
         head = system.event_log.head()
-        await reach(healthy, head)  # not held by the stuck one
+        await until(at_head(system, *healthy), positions)  # not held by the stuck one
         assert stuck.position < head and "kinds" in system.readmodels.errors()
-        Stuck.failing = False
-        await reach([stuck], head)  # from the log first, then on a subscription of its own
-        deadline = time.monotonic() + 10
-        while bus.subscriptions < 2:
-            assert time.monotonic() < deadline, "the stuck projection never subscribed on its own"
-            await asyncio.sleep(0.02)
+        breakable.broken = False
+        await until(at_head(system, stuck), positions)  # from the log first, then on a subscription of its own
+        await until(lambda: bus.subscriptions >= 2, lambda: "the stuck projection never subscribed on its own", 10)
         register(system, 1)  # and it follows the stream from there, as do the others
         await Relay(system.event_log, bus).drain()
-        await reach(projectors, system.event_log.head())
+        await until(at_head(system, *projectors), positions)
         assert bus.subscriptions == 2
         stop.set()
         await asyncio.wait_for(task, 10)
@@ -621,35 +636,21 @@ def test_a_projection_failing_from_the_start_does_not_keep_the_others_from_follo
     from adapters.relay import Relay
     from projections.projector import follow_bus_together
 
-    class Failing(KindsProjection):
-        failing = True
-
-        def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
-            if Failing.failing:
-                raise RuntimeError("not yet")
-            super().apply(e, tx)
-
     register(system, 2)
-    users, failing = Projector(UsersProjection(), system.readmodels), Projector(Failing(), system.readmodels)
+    breakable = Breakable(broken=True)
+    users, failing = Projector(UsersProjection(), system.readmodels), Projector(breakable, system.readmodels)
     bus = CountingBus()
 
     async def run() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(follow_bus_together([users, failing], system.event_log, bus, stop, patience=0.3))
-        deadline = time.monotonic() + 20
-        while bus.subscriptions < 1:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await until(lambda: bus.subscriptions >= 1)
         register(system, 2)
         await Relay(system.event_log, bus).drain()
-        while users.position < system.event_log.head():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await until(at_head(system, users))
         assert failing.position == 0 and bus.subscriptions == 1
-        Failing.failing = False
-        while failing.position < system.event_log.head() or bus.subscriptions < 2:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        breakable.broken = False
+        await until(lambda: at_head(system, failing)() and bus.subscriptions >= 2)
         stop.set()
         await asyncio.wait_for(task, 10)
 

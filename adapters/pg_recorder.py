@@ -38,7 +38,11 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         where = datastore.pool.kwargs or {}
         self._where = f"{where.get('host')}:{where.get('port')}/{where.get('dbname')}"
         self.locked_insert_function = f"{self.events_table_name}_insert_locked"
-        self._events_of_many_sql: str | None = None
+        self.sql_select_events_of_many = SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        self._rendered: dict[str, str] = {}  # attribute name -> its statement as text
         self.sql_create_statements.append(SQL(
             "CREATE OR REPLACE FUNCTION {schema}.{fn}(ids uuid[], versions bigint[], topics text[], states bytea[]) "
             "RETURNS SETOF bigint LANGUAGE plpgsql AS $BODY$ "
@@ -121,10 +125,17 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
         columns = ([e.originator_id for e in stored_events], [e.originator_version for e in stored_events],
                    [e.topic for e in stored_events], [e.state for e in stored_events])
         with self.datastore.get_connection() as conn, conn.cursor(binary=True) as curs:
-            if not isinstance(self.sql_call_locked_insert, str):  # rendered once, as the query below
-                self.sql_call_locked_insert = self.sql_call_locked_insert.as_string(conn)
-            curs.execute(self.sql_call_locked_insert, columns, prepare=True)
+            curs.execute(self._render("sql_call_locked_insert", conn), columns, prepare=True)
             return [r[self.locked_insert_function] for r in curs.fetchall()]
+
+    def _render(self, name: str, conn: Any) -> str:
+        """The composed statement held by attribute `name`, as text, rendered
+        once: psycopg parses composed SQL again on every call, a plain string
+        once (it caches the parse)."""
+        text = self._rendered.get(name)
+        if text is None:
+            text = self._rendered[name] = getattr(self, name).as_string(conn)
+        return text
 
     def select_events_of_many(self, originator_ids: Sequence[Any]) -> list[StoredEvent]:
         """The stored events of several aggregates in one query, each
@@ -136,11 +147,6 @@ class LockedFunctionRecorder(PostgresApplicationRecorder):
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library's reads
     def _select_events_of_many(self, originator_ids: Sequence[Any]) -> list[StoredEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            if self._events_of_many_sql is None:  # rendered once: psycopg then reuses its parse of a plain string
-                self._events_of_many_sql = SQL(
-                    "SELECT originator_id, originator_version, topic, state FROM {}.{} "
-                    "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version").format(
-                    Identifier(self.datastore.schema), Identifier(self.events_table_name)).as_string(conn)
-            curs.execute(self._events_of_many_sql, [list(originator_ids)], prepare=True)
+            curs.execute(self._render("sql_select_events_of_many", conn), [list(originator_ids)], prepare=True)
             return [StoredEvent(originator_id=row["originator_id"], originator_version=row["originator_version"],
                                 topic=row["topic"], state=bytes(row["state"])) for row in curs.fetchall()]

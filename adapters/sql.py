@@ -39,17 +39,20 @@ class SQLiteFile:
         for statement in ddl:
             self.run(statement)
 
-    def run(self, sql: str, params: Any = ()) -> list[tuple]:
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection."""
         c = getattr(self._local, "conn", None)
         if c is None:
             c = self._local.conn = sqlite3.connect(self.path, isolation_level=None, timeout=30)
             c.execute("PRAGMA journal_mode=WAL")
-        return c.execute(sql, params).fetchall()
+        return c
+
+    def run(self, sql: str, params: Any = ()) -> list[tuple]:
+        return self._conn().execute(sql, params).fetchall()
 
     def run_many(self, sql: str, rows: list[tuple]) -> None:
         """One statement for each row, all in one transaction."""
-        self.run("SELECT 1")  # this thread's connection
-        with sqlite_transaction(self._local.conn) as cur:
+        with sqlite_transaction(self._conn()) as cur:
             cur.executemany(sql, rows)
 
 

@@ -94,8 +94,6 @@ def unavailable_problem(e: ServiceUnavailable) -> JSONResponse:
     return problem(503, "SERVICE_UNAVAILABLE", f"{e.service} is unavailable", str(e))
 
 
-
-
 # Requests that carry an image have their own body limit (the image's, plus the form around it).
 FORM_MARGIN = 64 * 1024
 IMAGE_BODIES = {"/media/upload": max(PURPOSES.values()) + FORM_MARGIN,  # checked again by its signed form

@@ -26,6 +26,10 @@ class ServiceUnavailable(Exception):
         self.service = service
         self.setting = setting
         self.target = without_credentials(target)
+        self.reason = without_credentials(str(reason))
         super().__init__(without_credentials(
             f"{service} is unavailable at {target} (setting {setting}): {reason}"
         ))
+
+    def __reduce__(self) -> tuple[object, ...]:  # whole across processes (a rebuild worker's failure)
+        return type(self), (self.service, self.setting, self.target, self.reason), self.__dict__

@@ -46,6 +46,8 @@ class EventLog(Protocol):
       order: a rebuild reads only the kinds of events its projections use,
       and the store filters them before anything is decoded.
     - `head()` is the greatest position recorded (0 when empty).
+    - `counts()` is how many events of each kind the log holds (a rebuild
+      starts its largest projections first).
     """
 
     def read(self, after: int, limit: int) -> list[EventEnvelope]: ...
@@ -53,6 +55,8 @@ class EventLog(Protocol):
     def scan(self, after: int, upto: int, types: Collection[str]) -> list[EventEnvelope]: ...
 
     def head(self) -> int: ...
+
+    def counts(self) -> dict[str, int]: ...
 
 
 # --------------------------------------------------------------------------
@@ -331,6 +335,25 @@ class ApplicationEventLog:
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
+
+    def counts(self) -> dict[str, int]:
+        inner = _inner(self.app.recorder)
+        try:
+            if self._pg:
+                from psycopg.sql import SQL, Identifier
+
+                rows = self._fetch(SQL("SELECT topic, count(*) FROM {}.{} GROUP BY topic").format(
+                    Identifier(inner.datastore.schema), Identifier(inner.events_table_name)), ())
+            else:
+                with inner.datastore.transaction(commit=False) as c:
+                    c.execute(f"SELECT topic, count(*) FROM {inner.events_table_name} GROUP BY topic")
+                    rows = [tuple(r) for r in c.fetchall()]
+        except (OperationalError, InterfaceError) as e:
+            raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
+        counts: dict[str, int] = {}
+        for topic, n in rows:
+            counts[_event_type_of(topic)] = counts.get(_event_type_of(topic), 0) + int(n)
+        return counts
 
     def raw(self, after: int, limit: int) -> list[StoredRow]:
         """Stored events exactly as the database holds them (encrypted, not

@@ -206,6 +206,9 @@ class SQLiteFeedGraph:
                     (name, *(values[c] for c in cols)))
 
     def position(self, name: str) -> int:
+        """0 until the graph's tables are made (as in Neo4j: nothing yet)."""
+        if not self._read("SELECT 1 FROM sqlite_master WHERE name = 'g_positions'"):
+            return 0
         with self._errors():
             return self._position(self._conn().cursor(), name)[0]
 

@@ -418,11 +418,16 @@ class _SqlStore:
         return row
 
     def ddl(self, t: Table, scratch: Scratch) -> list[str]:
+        """A live table with its indexes; a scratch copy with its key only:
+        projections read rows by key, and an index is built faster in one go
+        at the swap (`index_ddl`) than row by row through a rebuild."""
         cols = ", ".join(f"{c} {self.sql_type(k)}{' PRIMARY KEY' if c == t.key else ''}" for c, k in t.columns)
-        out = [f"CREATE TABLE IF NOT EXISTS {t.physical(scratch)} ({cols})"]
-        for ix in t.indexes:
-            out.append(f"CREATE INDEX IF NOT EXISTS {t.physical(scratch)}_{ix}_ix ON {t.physical(scratch)} ({ix})")
-        return out
+        return [f"CREATE TABLE IF NOT EXISTS {t.physical(scratch)} ({cols})"] + ([] if scratch else self.index_ddl(t, False))
+
+    @staticmethod
+    def index_ddl(t: Table, scratch: Scratch) -> list[str]:
+        return [f"CREATE INDEX IF NOT EXISTS {t.physical(scratch)}_{ix}_ix ON {t.physical(scratch)} ({ix})"
+                for ix in t.indexes]
 
     def sql_type(self, kind: str) -> str:
         raise NotImplementedError
@@ -663,9 +668,10 @@ class SQLiteReadModelStore(_SqlStore):
                               self._read_position(cur, name + SCRATCH))
 
     def _rename_indexes(self, cur: Any, t: Table) -> None:
-        for ix in t.indexes:  # SQLite keeps an index's name: make the live one anew
+        for ix in t.indexes:  # SQLite keeps an index's name: make the live ones anew
             cur.execute(f"DROP INDEX IF EXISTS {t.physical(True)}_{ix}_ix")
-            cur.execute(f"CREATE INDEX IF NOT EXISTS {t.physical()}_{ix}_ix ON {t.physical()} ({ix})")
+        for sql in self.index_ddl(t, False):
+            cur.execute(sql)
 
     def ping(self) -> None:
         self._conn().execute("SELECT 1")
@@ -878,6 +884,10 @@ class PostgresReadModelStore(_SqlStore):
 
     def swap(self, name: str, tables: Sequence[Table],
              catch_up: Callable[[ReadModelTx, int, int], None]) -> int:
+        with self._tx() as cur:  # the copy's indexes first, without holding off the live projector
+            for t in tables:
+                for sql in self.index_ddl(t, True):
+                    cur.execute(sql)
         with self._tx() as cur:
             live = self._lock_position(cur, name)  # waits for, then excludes, the live projector
             return self._swap(cur, name, tables, catch_up, live, self._lock_position(cur, name + SCRATCH))

@@ -32,6 +32,7 @@ from commands.enrolment import EnrolledTemplates
 from projections.catalogue import all_projections
 from projections.feed_graph import FeedGraphProjection
 from projections.projector import Projector
+from projections.rebuild import Target
 
 
 @dataclass
@@ -56,11 +57,34 @@ class Container:
         self.app.close()
 
 
-def build(settings: Settings) -> Container:
+def _event_store(settings: Settings) -> AttendWise:
     vault = (PostgresKeyVault(settings.database_url) if settings.database_url
              else SQLiteKeyVault(settings.data_dir / "keys.sqlite3"))
-    app = open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit,
-                           vault=vault)
+    return open_event_store(settings.database_url, settings.events_path, group_commit=settings.group_commit,
+                            vault=vault)
+
+
+def _read_models(settings: Settings) -> ReadModelStore:
+    return (PostgresReadModelStore(settings.database_url) if settings.database_url
+            else SQLiteReadModelStore(settings.readmodels_path))
+
+
+def _feed_graph(settings: Settings) -> FeedGraph:
+    return (Neo4jFeedGraph(settings.neo4j_uri, namespace=settings.neo4j_namespace) if settings.neo4j_uri
+            else SQLiteFeedGraph(settings.readmodels_path))  # embedded: g_ tables beside the read models
+
+
+def rebuild_targets(settings: Settings) -> tuple[ApplicationEventLog, dict[str, Target]]:
+    """What a rebuild worker process opens (`rebuild_in_processes`): the log,
+    and every projection with its store, by name, as `build` wires them."""
+    store, feed = _read_models(settings), FeedGraphProjection()
+    targets: dict[str, Target] = {name: (p, store) for name, p in all_projections().items()}
+    targets[feed.name] = (feed, _feed_graph(settings))  # type: ignore[assignment]  # a store of its own kind
+    return ApplicationEventLog(_event_store(settings)), targets
+
+
+def build(settings: Settings) -> Container:
+    app = _event_store(settings)
     app.credentials = (PostgresCredentialStore(settings.database_url) if settings.database_url
                        else SQLiteCredentialStore(settings.credentials_path))
     keyring = Keyring(settings.signing_keys)
@@ -68,13 +92,9 @@ def build(settings: Settings) -> Container:
     app.analyzer = face_analyzer(settings)
     app.verifier = AnalyzerVerifier(app.analyzer) if app.analyzer is not None else NoModelVerifier()
     app.faces = EnrolledTemplates(app)
-    store: ReadModelStore = (
-        PostgresReadModelStore(settings.database_url) if settings.database_url
-        else SQLiteReadModelStore(settings.readmodels_path)
-    )
+    store = _read_models(settings)
     app.media = media_store(settings)
-    graph: FeedGraph = (Neo4jFeedGraph(settings.neo4j_uri, namespace=settings.neo4j_namespace) if settings.neo4j_uri
-                        else SQLiteFeedGraph(settings.readmodels_path))  # embedded: g_ tables beside the read models
+    graph = _feed_graph(settings)
     c = Container(settings, app, ApplicationEventLog(app), store, graph=graph, media=app.media, keyring=keyring)
     if settings.rate_limits:
         c.limiter = RedisRateLimiter(settings.redis_url) if settings.redis_url else InMemoryRateLimiter()

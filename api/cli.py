@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import os
 import signal
 import sys
 import time
@@ -15,6 +17,8 @@ from api.settings import Settings
 
 if TYPE_CHECKING:
     from adapters.audit_chain import Report
+
+PROCESSES_FROM = 50_000  # events a rebuild replays from which a process per projection pays for its start
 
 HELP = """AttendWise: event-sourced attendance for communities that meet again and again.
 
@@ -46,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("names", nargs="*", help="projection names")
     p.add_argument("--all", action="store_true", help="every projection")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted rebuild")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes rebuilding side by side, one projection each; 1: one process reads the log "
+                        f"once for all (default: one per core from {PROCESSES_FROM:,} events to replay, else 1)")
 
     sub.add_parser("horizon", help="extend open-ended series: generate their sessions up to 90 days ahead "
                                    "(run daily, e.g. from cron; `serve` does it hourly when embedded)")
@@ -246,22 +253,34 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 
 def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.readmodels import SCRATCH
-    from api.bootstrap import build
-    from projections.rebuild import rebuild_together
+    from api.bootstrap import build, rebuild_targets
+    from projections.rebuild import largest_first, rebuild_in_processes, rebuild_together
 
     container = build(settings)
     names = _selected(args.names, args.all, container)
     if not names:
         raise UsageError("name a projection or pass --all")
     started = time.monotonic()
-    targets = [(container.projectors[n].projection, container.projectors[n].store) for n in names]
-    label = f"rebuild {', '.join(names) if len(names) < 3 else f'{len(names)} projections'}"
-    resumed = 0 if args.fresh else min(p.store.position(p.projection.name + SCRATCH) for p in
-                                       (container.projectors[n] for n in names))  # an interrupted rebuild's
-    with _rate_bar(label, container.event_log.head(), resumed) as progress:  # one read of the log for all
-        positions = rebuild_together(targets, container.event_log, fresh=args.fresh, progress=progress)
+    for name in names:  # tables or graph schema made, as a projector makes them on first use
+        container.projectors[name].install()
+    resumed = {n: 0 if args.fresh else container.projectors[n].store.position(n + SCRATCH)  # an interrupted rebuild's
+               for n in names}
+    head = container.event_log.head()
+    workers = args.workers or ((os.cpu_count() or 1) if head - min(resumed.values()) >= PROCESSES_FROM else 1)
+    if workers > 1 and len(names) > 1:  # Python's work takes one core a process: a process each
+        names = largest_first(names, {n: container.projectors[n].projection for n in names},
+                              container.event_log.counts())
+        with _rate_bars({n: (f"rebuild {n}", resumed[n]) for n in names}, head) as progress:
+            positions = rebuild_in_processes(functools.partial(rebuild_targets, settings), names,
+                                             workers=workers, fresh=args.fresh, progress=progress)
+    else:
+        targets = [(container.projectors[n].projection, container.projectors[n].store) for n in names]
+        label = f"rebuild {', '.join(names) if len(names) < 3 else f'{len(names)} projections'}"
+        with _rate_bar(label, head, min(resumed.values())) as progress:  # one read of the log for all
+            positions = rebuild_together(targets, container.event_log, fresh=args.fresh, progress=progress)
     for name in names:
-        print(f"{name}: rebuilt to position {positions[name]} in {time.monotonic() - started:.1f}s, swapped in")
+        print(f"{name}: rebuilt to position {positions[name]}, swapped in")
+    print(f"{len(names)} rebuilt in {time.monotonic() - started:.1f}s")
     return 0
 
 
@@ -270,18 +289,32 @@ def _rate_bar(label: str, head: int, start: int = 0) -> Iterator[Callable[[int, 
     """A progress bar with events/s and time left, fed `progress(position,
     head)`, for work that starts at log position `start` (a resumed
     rebuild): rate and time left count only the events done in this run."""
+    with _rate_bars({label: (label, start)}, head) as progress:
+        yield functools.partial(progress, label)
+
+
+@contextlib.contextmanager
+def _rate_bars(bars: dict[str, tuple[str, int]], head: int) -> Iterator[Callable[[str, int, int], None]]:
+    """`_rate_bar`s, one per key (its label, the position it starts at), fed
+    `progress(key, position, head)`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]:>8,.0f} events/s"), TimeRemainingColumn(),
                   TextColumn("{task.fields[note]}"), transient=False) as bar:
-        task = bar.add_task(label, total=max(head, start, 1), completed=start, rate=0.0,
-                            note=f"(resumed at {start:,})" if start else "")
+        tasks = {key: bar.add_task(label, total=max(head, start, 1), completed=start, rate=0.0,
+                                   note=f"(resumed at {start:,})" if start else "")
+                 for key, (label, start) in bars.items()}
         began = time.monotonic()
+        first: dict[str, tuple[float, int]] = {}  # a bar's first report: when and where
 
-        def progress(pos: int, head: int) -> None:
-            took = max(time.monotonic() - began, 1e-6)
-            bar.update(task, completed=pos, total=max(head, 1), rate=(pos - start) / took)
+        def progress(key: str, pos: int, head: int) -> None:
+            if len(bars) == 1:  # the work began with the bar
+                took, done = time.monotonic() - began, pos - bars[key][1]
+            else:  # in processes, some begin later: the rate since its first report
+                at, was = first.setdefault(key, (time.monotonic(), pos))
+                took, done = time.monotonic() - at, pos - was
+            bar.update(tasks[key], completed=pos, total=max(head, 1), rate=done / max(took, 1e-6))
 
         yield progress
 

@@ -19,8 +19,10 @@ database, dropped afterwards) and then an SQLite file:
   personal fields decrypted: what a rebuild reads);
 - `rebuild` (scratch tables, then the swap) of each projection of the
   catalogue, events of the log per second; the sum of those five runs; and
-  `rebuild_together` of all five, as `attendwise rebuild --all` runs them
-  (the log read and decoded once);
+  `rebuild_together` of all five, as `attendwise rebuild --all --workers 1`
+  runs them (the log read and decoded once); and `rebuild_in_processes`, as
+  `attendwise rebuild --all` runs them on this machine: a process per
+  projection, as many at once as there are cores, the largest first;
 - `Sealer.seal()` and `verify()` of the audit chain over the first
   `--audit-events` events (sealing writes one row per event, one commit each).
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import random
 import secrets
@@ -62,7 +65,7 @@ from domain.scheduling import Series, Session
 from domain.social import Comment, Follow, Like, Post
 from domain.users import EmailAddress, User
 from projections.catalogue import all_projections
-from projections.rebuild import rebuild, rebuild_together
+from projections.rebuild import Opener, Target, largest_first, rebuild, rebuild_in_processes, rebuild_together
 
 console = Console()
 NOW = dt.datetime(2026, 1, 5, 12, tzinfo=dt.timezone.utc)
@@ -211,9 +214,26 @@ def read_pages(log: ApplicationEventLog, page: int = 5000) -> int:
     return n
 
 
-def measure(label: str, app: AttendWise, store: ReadModelStore, seals: Any, raw_scan: Callable[[], int],
-            audit_events: int, batch: int, progress: Progress) -> list[tuple[str, str, str, str, str]]:
-    log = ApplicationEventLog(app)
+def opened(url: str | None, folder: Path | None) -> tuple[ApplicationEventLog, dict[str, Target]]:
+    """This benchmark's log and every projection with its store, on
+    PostgreSQL (`url`) or SQLite files in `folder`: what a rebuild worker
+    process opens (picklable as a partial)."""
+    if url:
+        app = open_event_store(url, Path("/nonexistent"), group_commit=False, vault=PostgresKeyVault(url))
+        store: ReadModelStore = PostgresReadModelStore(url)
+    else:
+        assert folder is not None
+        app = open_event_store(None, folder / "events.sqlite3", vault=SQLiteKeyVault(folder / "keys.sqlite3"))
+        store = SQLiteReadModelStore(folder / "readmodels.sqlite3")
+    return ApplicationEventLog(app), {name: (p, store) for name, p in all_projections().items()}
+
+
+def measure(label: str, opener: Opener, log: ApplicationEventLog, targets_by_name: dict[str, Target], seals: Any,
+            raw_scan: Callable[[], int], audit_events: int, batch: int,
+            progress: Progress) -> list[tuple[str, str, str, str, str]]:
+    """The table's rows for one database; `opener` opens `log` and
+    `targets_by_name` anew (in each worker process)."""
+    store = next(iter(targets_by_name.values()))[1]
     head = log.head()
     scanned = raw_scan()  # warm the cache once: both sides then read from memory
     assert scanned == head
@@ -223,7 +243,7 @@ def measure(label: str, app: AttendWise, store: ReadModelStore, seals: Any, raw_
             (f"{label}: ApplicationEventLog.read pages (decoded, decrypted)", f"{pages:,.0f}",
              f"{raw_rate:,.0f} raw scan", f"{pages / raw_rate:.0%}", "")]
     total = 0.0
-    for name, projection in all_projections().items():
+    for name, (projection, _) in targets_by_name.items():
         task = progress.add_task(f"{label}: rebuild {name}", total=head)
         took = timed(lambda: rebuild(projection, store, log, fresh=True, batch=batch,  # noqa: B023
                                      progress=lambda pos, _: progress.update(task, completed=pos)))  # noqa: B023
@@ -231,16 +251,31 @@ def measure(label: str, app: AttendWise, store: ReadModelStore, seals: Any, raw_
         total += took
         rows.append((f"{label}: rebuild '{name}'", f"{head / took:,.0f}", f"{raw_rate:,.0f} raw scan",
                      f"{head / took / raw_rate:.0%}", ">= 25%"))
-    rows.append((f"{label}: the {len(all_projections())} rebuilds one after another",
+    rows.append((f"{label}: the {len(targets_by_name)} rebuilds one after another",
                  f"{head / total:,.0f}", f"{raw_rate:,.0f} raw scan", f"{head / total / raw_rate:.0%}",
                  f"({total:,.0f} s in all)"))
     task = progress.add_task(f"{label}: rebuild --all", total=head)
-    targets = [(p, store) for p in all_projections().values()]
+    targets = list(targets_by_name.values())
     took = timed(lambda: rebuild_together(targets, log, fresh=True, batch=batch,
                                           progress=lambda pos, _: progress.update(task, completed=pos)))
     progress.remove_task(task)
-    rows.append((f"{label}: rebuild --all (one read of the log for all {len(targets)})", f"{head / took:,.0f}",
-                 f"{raw_rate:,.0f} raw scan", f"{head / took / raw_rate:.0%}", f"({took:,.0f} s)"))
+    rows.append((f"{label}: rebuild --all in one process (one read of the log for all {len(targets)})",
+                 f"{head / took:,.0f}", f"{raw_rate:,.0f} raw scan", f"{head / took / raw_rate:.0%}", f"({took:,.0f} s)"))
+    workers = os.cpu_count() or 1
+    names = largest_first(list(targets_by_name), {n: p for n, (p, _) in targets_by_name.items()}, log.counts())
+    task = progress.add_task(f"{label}: rebuild --all in {workers} processes", total=head * len(names))
+    reached: dict[str, int] = {}
+
+    def advance(name: str, position: int, _: int) -> None:
+        reached[name] = position
+        progress.update(task, completed=sum(reached.values()))
+
+    took = timed(lambda: rebuild_in_processes(opener, names, workers=workers, fresh=True, batch=batch,
+                                              progress=advance))
+    progress.remove_task(task)
+    rows.append((f"{label}: rebuild --all in {workers} processes (a projection each, as the CLI does)",
+                 f"{head / took:,.0f}", f"{raw_rate:,.0f} raw scan", f"{head / took / raw_rate:.0%}",
+                 f">= 25% ({took:,.0f} s)"))
     # the audit chain over the first `audit_events` (sealing writes one row per event: slow)
     upto = min(head, audit_events)
 
@@ -258,6 +293,11 @@ def measure(label: str, app: AttendWise, store: ReadModelStore, seals: Any, raw_
     rows.append((f"{label}: audit verify ({upto:,} events)", f"{upto / took:,.0f}", f"{raw_rate:,.0f} raw scan",
                  f"{upto / took / raw_rate:.0%}", ""))
     return rows
+
+
+def _close(log: ApplicationEventLog, targets: dict[str, Target]) -> None:
+    next(iter(targets.values()))[1].close()  # one store for all
+    log.app.close()
 
 
 def main() -> None:
@@ -278,25 +318,23 @@ def main() -> None:
     rows: list[tuple[str, str, str, str, str]] = []
     with Progress(console=console, transient=True) as progress:
         with fresh_database(admin) as url:
-            app = open_event_store(url, Path("/nonexistent"), group_commit=False, vault=PostgresKeyVault(url))
-            n = seed(app, args.events, progress, f"PostgreSQL ({args.events:,} events)")
-            store = PostgresReadModelStore(url)
-            table = f"{_inner(app.recorder).datastore.schema}.{events_table(app)}"
-            rows += measure(f"PostgreSQL, {n:,} events", app, store, postgres_seals(url),
+            opener = functools.partial(opened, url, None)
+            log, targets = opener()
+            n = seed(log.app, args.events, progress, f"PostgreSQL ({args.events:,} events)")
+            table = f"{_inner(log.app.recorder).datastore.schema}.{events_table(log.app)}"
+            rows += measure(f"PostgreSQL, {n:,} events", opener, log, targets, postgres_seals(url),
                             lambda: raw_scan_pg(url, table), args.audit_events, args.batch, progress)
-            store.close()
-            app.close()
+            _close(log, targets)
         if sqlite_events:
             with tempfile.TemporaryDirectory() as d:
                 folder = Path(d)
-                app = open_event_store(None, folder / "events.sqlite3", vault=SQLiteKeyVault(folder / "keys.sqlite3"))
-                n = seed(app, sqlite_events, progress, f"SQLite ({sqlite_events:,} events)")
-                store = SQLiteReadModelStore(folder / "readmodels.sqlite3")
-                rows += measure(f"SQLite, {n:,} events", app, store, sqlite_seals(folder / "audit.sqlite3"),
-                                lambda: raw_scan_sqlite(folder / "events.sqlite3", events_table(app)),
+                opener = functools.partial(opened, None, folder)
+                log, targets = opener()
+                n = seed(log.app, sqlite_events, progress, f"SQLite ({sqlite_events:,} events)")
+                rows += measure(f"SQLite, {n:,} events", opener, log, targets, sqlite_seals(folder / "audit.sqlite3"),
+                                lambda: raw_scan_sqlite(folder / "events.sqlite3", events_table(log.app)),
                                 args.audit_events, args.batch, progress)
-                store.close()
-                app.close()
+                _close(log, targets)
     print_table("AttendWise rebuild and audit benchmark (events of the log per second, this machine)",
                 ("measure", "events/s", "baseline (same run)", "ratio", "target"), rows)
 

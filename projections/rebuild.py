@@ -3,9 +3,11 @@ them in: reads keep working on the old tables until the swap."""
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 
 from adapters.eventstore import EventLog
 from adapters.readmodels import ReadModelStore, ReadModelTx, Scratch
@@ -14,6 +16,9 @@ from projections.projector import apply_batch
 
 Progress = Callable[[int, int], None]  # (position reached, head)
 Target = tuple[Projection, ReadModelStore]  # a projection and the store it is kept in
+# Opens, in a worker process, the log and every projection with its store, by
+# name. Picklable (a module-level function, or a partial of one with settings).
+Opener = Callable[[], tuple[EventLog, Mapping[str, Target]]]
 
 
 def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fresh: bool = False,
@@ -32,6 +37,69 @@ def rebuild_together(targets: Sequence[Target], log: EventLog, *, fresh: bool = 
     starts = [store.start_rebuild(p.name, p.tables, fresh=fresh) for p, store in targets]
     replay(targets, log, min(starts), log.head, scratch=True, batch=batch, progress=progress)
     return {p.name: store.swap(p.name, p.tables, catch_up_from(p, log, batch)) for p, store in targets}
+
+
+def rebuild_in_processes(opener: Opener, names: Sequence[str], *, workers: int, fresh: bool = False,
+                         batch: int = 5000, progress: Callable[[str, int, int], None] | None = None) -> dict[str, int]:
+    """Rebuilds each named projection in a process of its own, `workers` at a
+    time (the next one starts as one ends), and returns each one's position.
+    Rebuilding is Python work bound to one core per process, so this is what
+    puts a second core to use; each process reads just its projection's
+    events. `progress(name, position, head)` is called in this process.
+    Each projection resumes, swaps in and fails on its own, as `rebuild`
+    does; the first failure is raised once the others have stopped."""
+    context = multiprocessing.get_context("spawn")  # no inherited connections or threads
+    updates = context.Queue()
+
+    def drain() -> None:
+        while True:
+            try:
+                update = updates.get_nowait()
+            except queue.Empty:
+                return
+            if progress:
+                progress(*update)
+
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(names))), mp_context=context,
+                             initializer=_open_worker, initargs=(opener, updates)) as pool:
+        futures = {pool.submit(_rebuild_in_worker, name, fresh, batch): name for name in names}
+        pending: set = set(futures)
+        try:
+            while pending and not any(_failure(f) for f in futures):
+                _, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+                drain()
+        finally:
+            pool.shutdown(cancel_futures=True)  # the ones running finish (each can resume anyway)
+            drain()
+    for f in futures:
+        if (error := _failure(f)) is not None:
+            raise error
+    return {name: f.result() for f, name in futures.items()}
+
+
+def _failure(future: Future) -> BaseException | None:
+    return None if not future.done() or future.cancelled() else future.exception()
+
+
+def largest_first(names: Sequence[str], projections: Mapping[str, Projection], counts: Mapping[str, int]) -> list[str]:
+    """`names` by how many events of the log each projection reads, most
+    first: started first, the longest rebuilds do not end up last and alone."""
+    return sorted(names, key=lambda n: -sum(counts.get(t, 0) for t in projections[n].event_types))
+
+
+_worker: dict[str, object] = {}  # in a worker process: what `_open_worker` opened
+
+
+def _open_worker(opener: Opener, updates: object) -> None:
+    _worker["log"], _worker["targets"] = opener()
+    _worker["updates"] = updates
+
+
+def _rebuild_in_worker(name: str, fresh: bool, batch: int) -> int:
+    log, targets, updates = _worker["log"], _worker["targets"], _worker["updates"]
+    projection, store = targets[name]  # type: ignore[index]
+    return rebuild(projection, store, log, fresh=fresh, batch=batch,  # type: ignore[arg-type]
+                   progress=lambda position, head: updates.put((name, position, head)))  # type: ignore[attr-defined]
 
 
 def replay(targets: Sequence[Target], log: EventLog, position: int, target: Callable[[], int],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,6 +134,7 @@ def test_scan_returns_the_wanted_kinds_of_event_in_a_window_as_read_does(app: At
     assert log.scan(lo, hi, kinds) == [e for e in everything if lo < e.position <= hi and e.event_type in kinds]
     assert [e.event_type for e in log.scan(0, log.head(), {"EmailAddressClaimed"})] == ["EmailAddressClaimed"] * 5
     assert log.scan(0, log.head(), {"NoSuchEvent"}) == [] and log.scan(hi, lo, kinds) == []
+    assert log.counts() == dict(Counter(e.event_type for e in everything))
 
 
 def test_several_aggregates_load_together_as_one_by_one(app: AttendWise) -> None:

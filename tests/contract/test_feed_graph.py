@@ -255,6 +255,17 @@ def test_a_failing_transaction_rolls_back_changes_and_position(graph: FeedGraph)
     assert graph.snapshot() == before
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "neo4j"])
+def test_a_graph_not_made_yet_is_at_position_zero(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What `rebuild --all` asks first, before anything was projected."""
+    graph = (SQLiteFeedGraph(tmp_path / "graph.sqlite3") if kind == "sqlite" else
+             Neo4jFeedGraph(request.getfixturevalue("neo4j_uri"), namespace=f"t{uuid.uuid4().hex[:10]}"))
+    try:
+        assert graph.position("feed_graph") == 0
+    finally:
+        graph.close()
+
+
 def test_positions_are_per_name(graph: FeedGraph) -> None:
     assert graph.position("feed") == 0
     apply(graph, ("user", "a"), name="feed", position=4)

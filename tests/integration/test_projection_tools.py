@@ -349,6 +349,63 @@ def test_an_interrupted_rebuild_resumes_and_swaps_in(system: Container, capsys: 
     assert verify(users.projection, users.store, system.event_log).ok
 
 
+def test_rebuild_all_on_several_cores_swaps_each_in_as_one_process_would(
+        system: Container, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rebuild --all --workers 2`: a process per projection, each swapped
+    in at the head, with rows equal to a clean rebuild (what `projections
+    verify` compares) and a bar of its own."""
+    ids = register(system, 40)
+    for uid in ids[:15]:
+        system.app.change_display_name(ChangeDisplayName(uid, "Renamed"), CommandContext())
+    head = system.event_log.head()
+    rc, out = cli(capsys, "rebuild", "--all", "--workers", "2")
+    assert rc == 0, out
+    names = list(system.projectors)
+    for name in names:
+        assert f"{name}: rebuilt to position {head}, swapped in" in out
+        assert system.projectors[name].store.position(name) == head
+    assert {r["display_name"] for r in system.readmodels.rows("users") if r["id"] in map(str, ids[:15])} == {"Renamed"}
+    for name in names:
+        rc, checked = cli(capsys, "projections", "verify", name)
+        assert rc == 0, checked
+
+
+class Refuses:
+    """A projection that fails at every change of display name."""
+
+    name = "refuses"
+    tables = (Table("refused", columns=(("id", "text"),)),)
+    event_types = frozenset({"UserDisplayNameChanged"})
+
+    def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
+        raise ValueError("no display names here")
+
+
+def with_a_failing_projection(settings: Settings) -> tuple[Any, dict[str, Any]]:
+    """A rebuild worker's opener (picklable): the catalogue's, and `Refuses`."""
+    from api.bootstrap import rebuild_targets
+
+    log, targets = rebuild_targets(settings)
+    targets["refuses"] = (Refuses(), targets["users"][1])
+    return log, targets
+
+
+def test_a_projection_failing_in_its_process_fails_the_rebuild_and_the_others_swap_in(system: Container) -> None:
+    import functools
+
+    from projections.rebuild import rebuild_in_processes
+
+    uid = register(system, 20)[0]
+    system.app.change_display_name(ChangeDisplayName(uid, "Renamed"), CommandContext())
+    head = system.event_log.head()
+    with pytest.raises(ValueError, match="no display names here") as failed:
+        rebuild_in_processes(functools.partial(with_a_failing_projection, Settings()), ["refuses", "users"],
+                             workers=2, fresh=True)
+    assert any("applying UserDisplayNameChanged at position" in n for n in failed.value.__notes__)
+    assert system.projectors["users"].store.position("users") == head  # finished and swapped in all the same
+    assert system.readmodels.position("refuses") == 0
+
+
 # ---------------------------------------------------------------- a new projection, backfilled live
 USER_ZONES = Table("user_zones", columns=(("id", "text"), ("zone", "text")))
 ZONE_COUNTS = Table("zone_counts", columns=(("id", "text"), ("users", "int")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from adapters.readmodels import ReadModelTx, SQLiteReadModelStore, Table
 from domain.envelope import EventEnvelope
 from projections.projector import Projector
-from projections.rebuild import rebuild
+from projections.rebuild import largest_first, rebuild
 
 
 class ListLog:
@@ -31,6 +32,9 @@ class ListLog:
 
     def head(self) -> int:
         return self.events[-1].position if self.events else 0
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(e.event_type for e in self.events))
 
 
 @st.composite
@@ -114,3 +118,13 @@ def test_live_projection_with_crashes_equals_rebuild(events: list[EventEnvelope]
         assert counted == sum(e.event_type in CountingProjection.event_types for e in events)
         live.close()
         clean.close()
+
+
+def test_rebuilds_in_processes_start_with_the_projections_that_read_most_events() -> None:
+    class Reads:
+        def __init__(self, *types: str) -> None:
+            self.event_types = frozenset(types)
+
+    projections = {"a": Reads("X"), "b": Reads("Y", "Z"), "c": Reads("W"), "d": Reads()}
+    counts = {"X": 5, "Y": 2, "Z": 4, "W": 5, "V": 100}
+    assert largest_first(["a", "b", "c", "d"], projections, counts) == ["b", "a", "c", "d"]  # ties keep their order

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import datetime as dt
 from pathlib import Path
@@ -16,6 +17,7 @@ from ariadne.explorer import ExplorerHttp405
 from ariadne.validation.query_cost import CostValidator
 from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, GraphQLError, GraphQLObjectType, GraphQLSchema,
                      GraphQLSyntaxError, InlineFragmentNode, OperationDefinitionNode, ValidationRule, parse)
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from adapters.errors import ServiceUnavailable
@@ -131,6 +133,19 @@ def validation_rules(schema: GraphQLSchema, introspection: bool) -> Any:
         return [Cost] if introspection else [Cost, NoIntrospection]
 
     return rules
+
+
+def off_the_event_loop(resolver: Any, obj: Any, info: Any, **args: Any) -> Any:
+    """Middleware, where reads go over the network: our synchronous resolvers
+    read PostgreSQL, Neo4j or S3 and run in the thread pool FastAPI's own
+    endpoints use. On the event loop, one read waiting on a service that is
+    down (seconds) held up every request the API was serving. Async
+    resolvers and the default ones (a key of a dict) stay where they are.
+    (Embedded, on local SQLite files, they stay on the loop: see
+    docs/ARCHITECTURE.md.)"""
+    if getattr(resolver, "__module__", "").startswith("api.") and not inspect.iscoroutinefunction(resolver):
+        return run_in_threadpool(resolver, obj, info, **args)
+    return resolver(obj, info, **args)
 
 
 class SingleOperations(GraphQLHTTPHandler):
@@ -301,10 +316,11 @@ def graphql_app(container: Container, introspection: bool = True) -> GraphQL:
                                     *graphql_attendance.bind(query, container),
                                     *graphql_notifications.bind(query, container),
                                     *graphql_audit.bind(query, container))
+    networked = bool(container.settings.database_url or container.settings.neo4j_uri)
     # introspection is refused by our own rule (with its code); ariadne's flag stays on, the explorer follows
     return GraphQL(schema, debug=False, error_formatter=format_error, introspection=True,
                    explorer=None if introspection else ExplorerHttp405(),
-                   http_handler=SingleOperations(),
+                   http_handler=SingleOperations(middleware=[off_the_event_loop] if networked else None),
                    websocket_handler=GraphQLTransportWSHandler(),  # stops a subscription cleanly on disconnect
                    logger=GRAPHQL_LOGGER.name, query_parser=parse_query,
                    validation_rules=validation_rules(schema, introspection))

@@ -5,8 +5,11 @@ refusals of abusive queries."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -94,3 +97,42 @@ def test_abusive_queries_are_refused_before_running(stack: tuple[TestClient, Con
     assert codes(introspection) == ["INTROSPECTION_DISABLED"]
     batched = client.post("/graphql", json=[{"query": "{ __typename }"}] * 50)
     assert batched.status_code == 400
+
+
+def test_a_slow_graph_read_does_not_hold_up_other_requests(pg_url: str, tmp_path: Path) -> None:
+    """Resolvers read PostgreSQL, Neo4j or S3 synchronously. Run on the event
+    loop, one read waiting on a service that was down held up every request
+    the API served (with Neo4j restarting, posts timed out after 30 s). Here
+    the feed's graph read waits until another request has been answered."""
+    c = build(Settings(data_dir=tmp_path, database_url=pg_url, nats_url=None, redis_url=None, neo4j_uri=None,
+                       s3_endpoint=None))
+    c.projectors["feed_graph"].install()
+    with TestClient(create_app(c)) as client:
+        try:
+            _a_slow_graph_read_waits_for_another_request(client, c)
+        finally:
+            c.close()
+
+
+def _a_slow_graph_read_waits_for_another_request(client: TestClient, c: Container) -> None:
+    _, auth = sign_in(client, c, "ada@example.org")
+    started, answered = threading.Event(), threading.Event()
+    graph = c.graph
+
+    class Waiting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(graph, name)
+
+        def feed(self, *args: Any, **kwargs: Any) -> Any:
+            started.set()
+            if not answered.wait(10):
+                raise RuntimeError("no other request was answered while the feed's read waited")
+            return graph.feed(*args, **kwargs)
+
+    c.graph = Waiting()  # type: ignore[assignment]
+    with ThreadPoolExecutor(1) as pool:
+        feed = pool.submit(gql, client, "{ feed { edges { cursor } } }", auth)
+        assert started.wait(10)
+        assert client.get("/healthz").status_code == 200
+        answered.set()
+        assert feed.result() == {"data": {"feed": {"edges": []}}}

@@ -11,6 +11,7 @@ import threading
 import uuid
 
 import orjson
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -350,10 +351,10 @@ class ApplicationEventLog:
                     rows = [tuple(r) for r in c.fetchall()]
         except (OperationalError, InterfaceError) as e:
             raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
-        counts: dict[str, int] = {}
+        counts: Counter[str] = Counter()
         for topic, n in rows:
-            counts[_event_type_of(topic)] = counts.get(_event_type_of(topic), 0) + int(n)
-        return counts
+            counts[_event_type_of(topic)] += int(n)
+        return dict(counts)
 
     def raw(self, after: int, limit: int) -> list[StoredRow]:
         """Stored events exactly as the database holds them (encrypted, not

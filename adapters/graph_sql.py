@@ -207,10 +207,13 @@ class SQLiteFeedGraph:
 
     def position(self, name: str) -> int:
         """0 until the graph's tables are made (as in Neo4j: nothing yet)."""
-        if not self._read("SELECT 1 FROM sqlite_master WHERE name = 'g_positions'"):
-            return 0
         with self._errors():
-            return self._position(self._conn().cursor(), name)[0]
+            try:
+                return self._position(self._conn().cursor(), name)[0]
+            except sqlite3.OperationalError as e:
+                if "no such table" not in str(e):
+                    raise
+                return 0
 
     def feed(self, user_id: str, first: int = 20, after: str | None = None, order: Order = "new") -> FeedPage:
         cursor = check_page(first, order, after)

@@ -259,12 +259,12 @@ class ApplicationEventLog:
 
             inner = _inner(app.recorder)
             self._select = SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+                "SELECT notification_id, originator_id::text, originator_version, topic, state FROM {}.{} "
                 "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
             ).format(Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
             # an event's type is its topic's class path without dots (`_event_type_of`)
             self._scan = SQL(
-                "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+                "SELECT notification_id, originator_id::text, originator_version, topic, state FROM {}.{} "
                 "WHERE notification_id > %s AND notification_id <= %s "
                 "AND replace(split_part(topic, ':', 2), '.', '') = ANY(%s) ORDER BY notification_id"
             ).format(Identifier(inner.datastore.schema), Identifier(inner.events_table_name))
@@ -297,8 +297,10 @@ class ApplicationEventLog:
                     rows = [tuple(r) for r in c.fetchall()]
         except (OperationalError, InterfaceError) as e:
             raise ServiceUnavailable("event store", DATABASE_SETTING, "configured database", e) from e
-        return self._decrypted([to_envelope(self.app, Notification(id=r[0], originator_id=_uuid(r[1]), originator_version=r[2],
-                                                                   topic=r[3], state=_bytes(r[4]))) for r in rows])
+        app = self.app
+        if self._pg:  # (the id as text already)
+            return self._decrypted([_envelope(app, r[0], r[1], r[2], r[3], r[4]) for r in rows])
+        return self._decrypted([_envelope(app, r[0], _uuid(r[1]), r[2], r[3], _bytes(r[4])) for r in rows])
 
     def _fetch(self, query: Any, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         from psycopg.rows import tuple_row
@@ -331,8 +333,8 @@ class ApplicationEventLog:
         """The library's `select_notifications` with plain tuple rows: the
         rebuild path reads hundreds of thousands of events."""
         rows = self._fetch(self._select, (after, limit))
-        return [to_envelope(self.app, Notification(id=r[0], originator_id=r[1], originator_version=r[2],
-                                                   topic=r[3], state=bytes(r[4]))) for r in rows]
+        app = self.app
+        return [_envelope(app, r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -419,36 +421,46 @@ def to_envelope(app: AttendWise, n: Notification) -> EventEnvelope:
     """Decode a stored event straight to an envelope: the library's JSON
     format and upcasters, without building the domain event object (the
     rebuild path decodes hundreds of thousands of events)."""
-    cls = _event_class(n.topic)
-    _TOPICS.setdefault((_context_of(n.topic), _event_type_of(n.topic)), n.topic)
-    raw: dict[str, Any] = orjson.loads(n.state)
-    version = getattr(cls, "class_version", 1)
-    at = raw.pop("class_version", 1)
+    return _envelope(app, n.id, n.originator_id, n.originator_version, n.topic, n.state)
+
+
+@functools.lru_cache(maxsize=512)
+def _topic(topic: str) -> tuple[Any, int, str, str]:
+    """A topic's event class, its current schema version, context and event type."""
+    cls = _event_class(topic)
+    context, event_type = _context_of(topic), _event_type_of(topic)
+    _TOPICS.setdefault((context, event_type), topic)
+    return cls, getattr(cls, "class_version", 1), context, event_type
+
+
+def _envelope(app: AttendWise, position: int, originator_id: Any, originator_version: int, topic: str,
+              state: bytes) -> EventEnvelope:
+    """`to_envelope` of a row's columns (`originator_id` a UUID or its text)."""
+    cls, version, context, event_type = _topic(topic)
+    data: dict[str, Any] = orjson.loads(state)
+    at = data.pop("class_version", 1)
     if at < version:  # upcasters see what the library would give them
         names = app.mapper.transcoder.names  # type: ignore[attr-defined]
-        state = {k: _restore(v, names) for k, v in raw.items()}
+        state_ = {k: _restore(v, names) for k, v in data.items()}
         while at < version:
-            getattr(cls, f"upcast_v{at}_v{at + 1}")(state)
+            getattr(cls, f"upcast_v{at}_v{at + 1}")(state_)
             at += 1
-        data = {k: _plain(v) for k, v in state.items()}
+        data = {k: _plain(v) for k, v in state_.items()}
+        meta = data.pop("meta", None) or {}
+        ts = data.pop("timestamp", "")
     else:
-        data = {k: _plain_raw(v) if isinstance(v, (dict, list)) else v for k, v in raw.items()}
-    meta = data.pop("meta", None) or {}
-    ts = data.pop("timestamp", "")
+        meta = data.pop("meta", None) or {}  # (plain text: `stamp` wrote it)
+        ts = data.pop("timestamp", "")
+        if ts.__class__ is dict:
+            ts = _plain_raw(ts)
+        for k, v in data.items():  # (values replaced in place: no new dict per event)
+            if v.__class__ is dict or v.__class__ is list:
+                data[k] = _plain_raw(v)
     data.pop("originator_topic", None)
-    return EventEnvelope(
-        position=n.id,
-        event_id=meta.get("event_id") or str(uuid.uuid5(_uuid(n.originator_id), str(n.originator_version))),
-        event_type=_event_type_of(n.topic),
-        context=_context_of(n.topic),
-        aggregate_id=str(n.originator_id),
-        aggregate_version=n.originator_version,
-        timestamp=ts,
-        schema_version=version,
-        actor=meta.get("actor", "unknown"),
-        command_id=meta.get("command_id", ""),
-        data=data,
-    )
+    event_id = meta.get("event_id") or str(uuid.uuid5(_uuid(originator_id), str(originator_version)))
+    return EventEnvelope.trusted(
+        position, event_id, event_type, context, str(originator_id), originator_version, ts, version,
+        meta.get("actor", "unknown"), meta.get("command_id", ""), data)
 
 
 def _plain_raw(v: Any) -> Any:
@@ -459,9 +471,9 @@ def _plain_raw(v: Any) -> Any:
             if kind == "uuid_hex":
                 return f"{d[:8]}-{d[8:12]}-{d[12:16]}-{d[16:20]}-{d[20:]}"
             return d  # datetime_iso, decimal_str: already text
-        return {k: _plain_raw(x) for k, x in v.items()}
+        return {k: _plain_raw(x) if x.__class__ is dict or x.__class__ is list else x for k, x in v.items()}
     if isinstance(v, list):
-        return [_plain_raw(x) for x in v]
+        return [_plain_raw(x) if x.__class__ is dict or x.__class__ is list else x for x in v]
     return v
 
 

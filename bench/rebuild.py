@@ -37,6 +37,7 @@ import datetime as dt
 import functools
 import os
 import random
+import resource
 import secrets
 import sqlite3
 import tempfile
@@ -273,9 +274,11 @@ def measure(label: str, opener: Opener, log: ApplicationEventLog, targets_by_nam
     took = timed(lambda: rebuild_in_processes(opener, names, workers=workers, fresh=True, batch=batch,
                                               progress=advance))
     progress.remove_task(task)
+    # each worker holds its projection's copy in memory: the largest worker's peak (KiB on Linux)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     rows.append((f"{label}: rebuild --all in {workers} processes (a projection each, as the CLI does)",
                  f"{head / took:,.0f}", f"{raw_rate:,.0f} raw scan", f"{head / took / raw_rate:.0%}",
-                 f">= 25% ({took:,.0f} s)"))
+                 f">= 25% ({took:,.0f} s; largest worker {peak:,.0f} MB)"))
     # the audit chain over the first `audit_events` (sealing writes one row per event: slow)
     upto = min(head, audit_events)
 

@@ -152,7 +152,13 @@ class AttendanceProjection:
         self._caches: weakref.WeakKeyDictionary[Any, _Cached] = weakref.WeakKeyDictionary()
 
     def apply(self, e: EventEnvelope, tx: ReadModelTx) -> None:
-        self._apply(e, self._caches.setdefault(tx, _Cached(tx)))
+        if getattr(tx, "rows_in_memory", False):  # a rebuild's held copy: already a dictionary look-up
+            self._apply(e, tx)  # type: ignore[arg-type]
+            return
+        cache = self._caches.get(tx)
+        if cache is None:
+            cache = self._caches[tx] = _Cached(tx)
+        self._apply(e, cache)
 
     def reads(self, e: EventEnvelope) -> list[tuple[str, str]]:
         d, t = e.data, e.event_type

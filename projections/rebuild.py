@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 
@@ -15,6 +16,7 @@ from projections.base import Projection
 from projections.projector import apply_batch
 
 Progress = Callable[[int, int], None]  # (position reached, head)
+WRITE_EVERY = 60.0  # seconds between writes of a rebuild's copy: what an interruption can lose
 Target = tuple[Projection, ReadModelStore]  # a projection and the store it is kept in
 # Opens, in a worker process, the log and every projection with its store, by
 # name. Picklable (a module-level function, or a partial of one with settings).
@@ -22,20 +24,22 @@ Opener = Callable[[], tuple[EventLog, Mapping[str, Target]]]
 
 
 def rebuild(projection: Projection, store: ReadModelStore, log: EventLog, *, fresh: bool = False,
-            batch: int = 5000, progress: Progress | None = None) -> int:
+            batch: int = 5000, progress: Progress | None = None, write_every: float = WRITE_EVERY) -> int:
     """Returns the position the rebuilt projection is at. Resumes an
     interrupted rebuild unless `fresh`."""
-    return rebuild_together([(projection, store)], log, fresh=fresh, batch=batch, progress=progress)[projection.name]
+    return rebuild_together([(projection, store)], log, fresh=fresh, batch=batch, progress=progress,
+                            write_every=write_every)[projection.name]
 
 
 def rebuild_together(targets: Sequence[Target], log: EventLog, *, fresh: bool = False, batch: int = 5000,
-                     progress: Progress | None = None) -> dict[str, int]:
+                     progress: Progress | None = None, write_every: float = WRITE_EVERY) -> dict[str, int]:
     """Rebuilds several projections from one read of the log (reading and
     decoding events costs more than most projections' work), then swaps
     each in; returns each one's position. Each resumes where its own
-    interrupted rebuild stopped."""
+    interrupted rebuild last wrote its copy (`replay`)."""
     starts = [store.start_rebuild(p.name, p.tables, fresh=fresh) for p, store in targets]
-    replay(targets, log, min(starts), log.head, scratch=True, batch=batch, progress=progress)
+    replay(targets, log, min(starts), log.head, scratch=True, batch=batch, progress=progress,
+           write_every=write_every)
     return {p.name: store.swap(p.name, p.tables, catch_up_from(p, log, batch)) for p, store in targets}
 
 
@@ -103,30 +107,51 @@ def _rebuild_in_worker(name: str, fresh: bool, batch: int) -> int:
 
 
 def replay(targets: Sequence[Target], log: EventLog, position: int, target: Callable[[], int],
-           *, scratch: Scratch, batch: int = 5000, progress: Progress | None = None) -> int:
+           *, scratch: Scratch, batch: int = 5000, progress: Progress | None = None,
+           write_every: float = WRITE_EVERY) -> int:
     """Applies the log from `position` to `target()` into a copy of each
-    projection's tables, one transaction per window of the log and
-    projection (resumable: events at or below a copy's position are
-    skipped); returns the position reached. Only the kinds of events the
-    targets read are fetched and decoded; each window moves every copy's
-    position to its end, events or none. Bulk, then one more pass for what
-    arrived meanwhile: each pass stops at the target seen when it began, so
-    sustained writes cannot keep it from finishing; the last few are applied
-    under the live lock (`swap`, `compare`) by `catch_up_from`."""
+    projection's tables and returns the position reached. Each copy is held
+    in memory (`HeldCopy`) and written to its tables every `write_every`
+    seconds and at the end, with its position: an interrupted replay
+    resumes from the last write (events at or below a copy's position are
+    skipped). Only the kinds of events the targets read are fetched and
+    decoded. Bulk, then one more pass for what arrived meanwhile: each pass
+    stops at the target seen when it began, so sustained writes cannot keep
+    it from finishing; the last few are applied under the live lock
+    (`swap`, `compare`) by `catch_up_from`."""
     types = frozenset().union(*(p.event_types for p, _ in targets))
+    held = [(p, store, store.read_copy(p.name, p.tables, scratch)) for p, store in targets if _holds(store)]
+    direct = [(p, store) for p, store in targets if not _holds(store)]
+    written = time.monotonic()
     for _ in range(2):
         head = target()
-        # the next window is read and decoded while this one is written
+        # the next window is read and decoded while this one is applied
         for events, end in _prefetched(log, types, position, head, batch):
-            for projection, store in targets:
+            for projection, _, copy in held:
+                apply_batch(projection, copy, events)
+                if end > copy.position:
+                    copy.set_position(end)
+            for projection, store in direct:  # (the feed graph: a transaction per window)
                 with store.transaction(projection.name, scratch=scratch) as tx:
                     apply_batch(projection, tx, events)
                     if end > tx.position:
                         tx.set_position(end)
             position = end
+            if time.monotonic() - written >= write_every:
+                for projection, store, copy in held:
+                    store.write_copy(projection.name, copy, scratch)
+                written = time.monotonic()
             if progress:
                 progress(position, head)
+    for projection, store, copy in held:
+        store.write_copy(projection.name, copy, scratch)
     return position
+
+
+def _holds(store: object) -> bool:
+    """Whether a store's copies can be held in memory (`ReadModelStore`s can;
+    the feed graph's store is written window by window)."""
+    return hasattr(store, "read_copy")
 
 
 def catch_up_from(projection: Projection, log: EventLog, batch: int = 5000) -> Callable[[ReadModelTx, int, int], None]:

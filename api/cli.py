@@ -254,7 +254,7 @@ def _project(settings: Settings, args: argparse.Namespace) -> int:
 def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from adapters.readmodels import SCRATCH
     from api.bootstrap import build, rebuild_targets
-    from projections.rebuild import largest_first, rebuild_in_processes, rebuild_together
+    from projections.rebuild import plan_processes, rebuild_in_processes, rebuild_together
 
     container = build(settings)
     names = _selected(args.names, args.all, container)
@@ -268,10 +268,11 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     head = container.event_log.head()
     workers = args.workers or ((os.cpu_count() or 1) if head - min(resumed.values()) >= PROCESSES_FROM else 1)
     if workers > 1 and len(names) > 1:  # Python's work takes one core a process: a process each
-        names = largest_first(names, {n: container.projectors[n].projection for n in names},
-                              container.event_log.counts())
+        groups = plan_processes(names, {n: container.projectors[n].projection for n in names},
+                                container.event_log.counts())
+        names = [n for group in groups for n in group]
         with _rate_bars({n: (f"rebuild {n}", resumed[n]) for n in names}, head) as progress:
-            positions = rebuild_in_processes(functools.partial(rebuild_targets, settings), names,
+            positions = rebuild_in_processes(functools.partial(rebuild_targets, settings), groups,
                                              workers=workers, fresh=args.fresh, progress=progress)
     else:
         targets = [(container.projectors[n].projection, container.projectors[n].store) for n in names]

@@ -399,7 +399,7 @@ def test_a_projection_failing_in_its_process_fails_the_rebuild_and_the_others_sw
     system.app.change_display_name(ChangeDisplayName(uid, "Renamed"), CommandContext())
     head = system.event_log.head()
     with pytest.raises(ValueError, match="no display names here") as failed:
-        rebuild_in_processes(functools.partial(with_a_failing_projection, Settings()), ["refuses", "users"],
+        rebuild_in_processes(functools.partial(with_a_failing_projection, Settings()), [["refuses"], ["users"]],
                              workers=2, fresh=True)
     assert any("applying UserDisplayNameChanged at position" in n for n in failed.value.__notes__)
     assert system.projectors["users"].store.position("users") == head  # finished and swapped in all the same

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from adapters.readmodels import ReadModelTx, SQLiteReadModelStore, Table
 from domain.envelope import EventEnvelope
 from projections.projector import Projector
-from projections.rebuild import largest_first, rebuild
+from projections.rebuild import plan_processes, rebuild
 
 
 class ListLog:
@@ -125,6 +125,10 @@ def test_rebuilds_in_processes_start_with_the_projections_that_read_most_events(
         def __init__(self, *types: str) -> None:
             self.event_types = frozenset(types)
 
-    projections = {"a": Reads("X"), "b": Reads("Y", "Z"), "c": Reads("W"), "d": Reads()}
-    counts = {"X": 5, "Y": 2, "Z": 4, "W": 5, "V": 100}
-    assert largest_first(["a", "b", "c", "d"], projections, counts) == ["b", "a", "c", "d"]  # ties keep their order
+    projections = {"a": Reads("X"), "b": Reads("Y", "Z"), "c": Reads("W"), "d": Reads(), "e": Reads("U")}
+    counts = {"X": 5, "Y": 2, "Z": 4, "W": 5, "U": 1, "V": 100}
+    # each large one alone, the most first (ties keep their order); the small ones (under a quarter of
+    # the largest's 6 events) together, last, to read the log once
+    assert plan_processes(["a", "b", "c", "d", "e"], projections, counts) == [["b"], ["a"], ["c"], ["e", "d"]]
+    assert plan_processes(["a", "c"], projections, counts) == [["a"], ["c"]]
+    assert plan_processes([], projections, counts) == []

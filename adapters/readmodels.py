@@ -120,6 +120,11 @@ class Table:
     def kinds(self) -> dict[str, str]:
         return dict(self.columns)
 
+    def held_key(self, key: Any) -> Any:
+        """A key as rows held in memory are filed under: text keys as text (a
+        UUID and its text name one row, as they do in the database)."""
+        return str(key) if self.kinds[self.key] == "text" else key
+
     @functools.cached_property
     def converted(self) -> tuple[tuple[str, str], ...]:
         """The columns whose values a trip through the database changes."""
@@ -140,10 +145,13 @@ def as_read(t: Table, row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_AS_JSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS  # what `json.dumps(v, sort_keys=True)` takes and gives
+
+
 def _json_text(v: Any) -> str:
     """JSON for a jsonb column (which keeps no formatting), by orjson."""
     try:
-        return orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
+        return orjson.dumps(v, option=_AS_JSON).decode()
     except TypeError:
         return json.dumps(v, sort_keys=True)
 
@@ -154,7 +162,7 @@ def _json_round_trip(v: Any) -> Any:
     if v.__class__ in (str, int, float, bool):
         return v
     try:
-        return orjson.loads(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS))
+        return orjson.loads(orjson.dumps(v, option=_AS_JSON))
     except TypeError:  # what orjson will not take (an int beyond 64 bits, NaN keys...): the slow way
         return json.loads(json.dumps(v, sort_keys=True))
 
@@ -284,12 +292,9 @@ class HeldCopy:
         self.stored = {name: set(held) for name, held in self.rows.items()}  # keys the database copy holds
         self.changed: dict[str, set[Any]] = {name: set() for name in self.rows}  # since the last write
 
-    def _key(self, t: Table, key: Any) -> Any:
-        return str(key) if t.kinds[t.key] == "text" else key
-
     def upsert(self, table: str, row: dict[str, Any]) -> None:
         t = self.tables[table]
-        key = self._key(t, row.get(t.key))
+        key = t.held_key(row.get(t.key))
         held = dict.fromkeys(t.column_names)  # every column: an upsert replaces the whole row
         held.update(row)
         if len(held) != len(t.column_names):  # (keys that are no column are not kept)
@@ -299,20 +304,20 @@ class HeldCopy:
 
     def patch(self, table: str, key: Any, changes: dict[str, Any]) -> None:
         t = self.tables[table]
-        key = self._key(t, key)
+        key = t.held_key(key)
         held = self.rows[table].get(key)
         if held is not None:
             held.update(changes)
             self.changed[table].add(key)
 
     def delete(self, table: str, key: Any) -> None:
-        key = self._key(self.tables[table], key)
+        key = self.tables[table].held_key(key)
         if self.rows[table].pop(key, None) is not None:
             self.changed[table].add(key)
 
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
         t = self.tables[table]
-        held = self.rows[table].get(self._key(t, key))
+        held = self.rows[table].get(t.held_key(key))
         return None if held is None else as_read(t, held)
 
     def set_position(self, position: int) -> None:
@@ -320,9 +325,6 @@ class HeldCopy:
 
     def flush(self) -> None:
         """(Nothing to send: the rows go to the database in `write_copy`.)"""
-
-    def held_rows(self) -> int:
-        return sum(len(held) for held in self.rows.values())
 
     def pending(self, table: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any]]:
         """Since the last write: (new rows, changed rows the copy holds,
@@ -380,8 +382,7 @@ class _SqlTx:
 
     @staticmethod
     def _ck(t: Table, key: Any) -> tuple[str, Any]:
-        return t.name, (str(key) if t.kinds[t.key] == "text" else key)
-
+        return t.name, t.held_key(key)
 
     def upsert(self, table: str, row: dict[str, Any]) -> None:
         t = self._t(table)
@@ -1007,17 +1008,13 @@ class PostgresReadModelStore(_SqlStore):
 
     def _copy(self, cur: Any, t: Table, table: str, rows: list[dict[str, Any]]) -> None:
         cols = t.column_names
-        json_cols = [i for i, c in enumerate(cols) if t.kinds[c] == "json"]
-        bool_cols = [i for i, c in enumerate(cols) if t.kinds[c] == "bool"]
+        converted = [(cols.index(c), kind) for c, kind in t.converted]
         with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
             for row in rows:
                 values = [row[c] for c in cols]
-                for i in json_cols:
+                for i, kind in converted:
                     if values[i] is not None:
-                        values[i] = _json_text(values[i])
-                for i in bool_cols:
-                    if values[i] is not None:
-                        values[i] = bool(values[i])
+                        values[i] = _json_text(values[i]) if kind == "json" else bool(values[i])
                 copy.write_row(values)
 
     def write_position(self, cur: Any, name: str, position: int) -> None:

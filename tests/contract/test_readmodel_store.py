@@ -118,7 +118,7 @@ def test_in_selects_a_batch_in_one_query(store: ReadModelStore) -> None:
 def test_a_held_copy_is_written_in_steps_and_read_back_to_resume(store: ReadModelStore) -> None:
     store.start_rebuild("p", [THINGS], fresh=True)
     copy = store.read_copy("p", [THINGS])
-    assert copy.position == 0 and copy.held_rows() == 0
+    assert copy.position == 0 and copy.rows == {"things": {}}
     copy.upsert("things", {"id": "a", "n": 1, "tags": ["x"], "ok": True})
     copy.upsert("things", {"id": "b", "n": 2})
     copy.patch("things", "a", {"n": 10})

@@ -10,13 +10,15 @@ Three loops share one `Notifier` (any number of processes may run them):
 
 Delivery is at least once towards the provider, and never twice from a
 redelivered event or a repeated sweep: a resend happens only when a worker
-died between the provider's acceptance and recording `Sent`, and it carries
-the same Message-ID / Idempotency-Key, so the receiver can tell.
+died between the provider's acceptance and recording `Sent`, or could not
+record it before its lease ran out (the event store down that long), and it
+carries the same Message-ID / Idempotency-Key, so the receiver can tell.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import os
 import socket
@@ -27,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from adapters.errors import ServiceUnavailable
 from adapters.notify_channels import Channel, DeliveryFailed, Message
 from adapters.readmodels import ReadModelStore
 from adapters.rendering import render
@@ -45,6 +48,7 @@ log = structlog.get_logger("notifier")
 # the events `plan` turns into notifications (the intake acknowledges the rest unread)
 CAUSES = frozenset({"UserRegistered", "UserPasswordResetRequested", "CheckInSucceeded", "CheckInFailed",
                     "SessionChanged", "SessionCancelled", "RosterPromoted", "MembershipApproved", "CommentWritten"})
+RECORD_RETRY = 0.5  # seconds between tries to record an outcome while the event store is down
 STALE_AFTER = dt.timedelta(hours=6)  # an event older than this is history, not news (a new notifier's first run)
 
 
@@ -225,14 +229,31 @@ class Notifier:
                     status = "sent"
                 except DeliveryFailed as e:
                     outcome, status = {"error": e.reason, "permanent": e.permanent}, "failed"
-            saved = await asyncio.to_thread(self.app.record_outcome, n, cfg.worker, now=self.clock(),
-                                            max_attempts=cfg.max_attempts, retry_base=cfg.retry_base, **outcome)
+            saved = await self._record(n, outcome)
             if status == "sent":
                 self.sent += 1
             log.info("notification_" + status, notification_id=str(n.id), kind=n.kind, channel=n.channel,
                      attempt=n.attempts, recorded=saved, **({"reason": outcome.get("skip") or outcome.get("error")}
                                                             if status != "sent" else {}))
             return status
+
+    async def _record(self, n: Notification, outcome: dict[str, Any]) -> bool:
+        """Record an attempt's outcome. The provider may hold the message
+        already, so an event store that is down is waited for while this
+        worker's lease lasts; after the lease another worker may take the
+        message over and send it again (with the same Message-ID)."""
+        cfg = self.config
+        while True:
+            attempt = copy.deepcopy(n)  # a failed save leaves its aggregate changed but unsaved
+            try:
+                return await asyncio.to_thread(self.app.record_outcome, attempt, cfg.worker, now=self.clock(),
+                                               max_attempts=cfg.max_attempts, retry_base=cfg.retry_base, **outcome)
+            except ServiceUnavailable as e:
+                if n.lease_until is None or self.clock() + dt.timedelta(seconds=RECORD_RETRY) >= n.lease_until:
+                    raise
+                log.warning("notification_outcome_waiting", notification_id=str(n.id), service=e.service,
+                            lease_until=n.lease_until.isoformat())
+                await asyncio.sleep(RECORD_RETRY)
 
     async def sweep(self, limit: int = 200) -> int:
         """Attempt what is due: retries, ends of quiet hours, lapsed leases."""

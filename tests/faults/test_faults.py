@@ -25,6 +25,7 @@ import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,7 +254,11 @@ def test_postgres_stopped_and_started_again_answers_503_with_retry_after(run: Ru
     assert ready.json()["checks"]["event_store"].startswith("unavailable"), ready.text
     assert post == "unavailable", f"a post while PostgreSQL was down: {post}"
     during = _answers_between(ledger, at, back + 2)
-    assert sum(a.outcome == "unavailable" for a in during) > 1, "the clients got no 503 while PostgreSQL was down"
+    # A clear 503 is problem+json from the command API or a coded GraphQL
+    # error from a read; requests that waited for a connection and were
+    # served once PostgreSQL was back are answers too, not failures.
+    clear_503 = [a for a in during if a.status == 503 and a.outcome.startswith(("unavailable", "graphql"))]
+    assert len(clear_503) > 1, f"the clients got no 503 while PostgreSQL was down: {Counter(a.outcome for a in during)}"
 
 
 def test_neo4j_stopped_then_started_again(run: Run) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.errors import ServiceUnavailable
 from api.bootstrap import build
 from api.http import create_app
 from api.settings import Settings
@@ -318,6 +319,30 @@ def test_a_redelivered_event_never_sends_a_second_message(town: Town) -> None:
     town.quiet_period()
     assert len(town.inbox("ann")) == 1
     assert len([e for e in town.events("NotificationQueued") if e.data["recipient_id"] == town.ids["ann"]]) == 1
+
+
+def test_a_send_the_store_could_not_record_at_once_is_recorded_when_it_is_back_not_sent_again(
+        town: Town, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider took the message, then the event store was down for a
+    moment (shorter than the lease): the notifier waits and records the send;
+    no other attempt starts and the member gets one mail."""
+    record, failures = town.c.app.record_outcome, []
+
+    def store_down_twice(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if len(failures) < 2:
+            failures.append(time.monotonic())
+            raise ServiceUnavailable("PostgreSQL", "ATTENDWISE_DATABASE_URL", "test", "stopped for a moment")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(town.c.app, "record_outcome", store_down_twice)
+    town.person("ann")
+    [mail] = town.mails("ann", "confirm")
+    nid = mail["Message-ID"].strip("<>").split("@")[0]
+    eventually(lambda: [e for e in town.events("NotificationSent") if e.aggregate_id == nid] or None)
+    town.quiet_period()
+    assert len(failures) == 2
+    assert len(town.inbox("ann")) == 1
+    assert [e.data["attempt"] for e in town.events("NotificationAttemptStarted") if e.aggregate_id == nid] == [1]
 
 
 def test_people_read_their_own_delivery_history_in_graphql(town: Town) -> None:

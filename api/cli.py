@@ -269,7 +269,7 @@ def _rebuild(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or ((os.cpu_count() or 1) if head - min(resumed.values()) >= PROCESSES_FROM else 1)
     if workers > 1 and len(names) > 1:  # Python's work takes one core a process: a process each
         groups = plan_processes(names, {n: container.projectors[n].projection for n in names},
-                                container.event_log.counts())
+                                container.event_log.counts(), workers)
         names = [n for group in groups for n in group]
         with _rate_bars({n: (f"rebuild {n}", resumed[n]) for n in names}, head) as progress:
             positions = rebuild_in_processes(functools.partial(rebuild_targets, settings), groups,

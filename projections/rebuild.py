@@ -89,24 +89,23 @@ def _failure(future: Future) -> BaseException | None:
     return None if not future.done() or future.cancelled() else future.exception()
 
 
-SMALL = 0.25  # a projection reading less than this share of the largest one's events is small
-
-
 def plan_processes(names: Sequence[str], projections: Mapping[str, Projection],
-                   counts: Mapping[str, int]) -> list[list[str]]:
-    """Groups of `names` for `rebuild_in_processes`, by how many events of
-    the log each projection reads: each large one in a process of its own,
-    the most first (started first, the longest rebuilds do not end up last
-    and alone); the small ones together in one process, last. A small
-    projection's rebuild is mostly reading past the events it skips, and
-    together they read the log once instead of once each."""
+                   counts: Mapping[str, int], workers: int) -> list[list[str]]:
+    """Groups of `names` for `rebuild_in_processes`, at most `workers` of
+    them, by how many events of the log each projection reads: taken the
+    most first, each projection joins the group that reads fewest so far
+    (longest processing time first), so the processes end close together.
+    A group reads the log once for all its projections: a small projection
+    beside a large one decodes its few events from pages read anyway, where
+    alone its rebuild would be mostly reading past the events it skips."""
     reads = {n: sum(counts.get(t, 0) for t in projections[n].event_types) for n in names}
-    ordered = sorted(names, key=lambda n: -reads[n])
-    if not ordered:
-        return []
-    large = [[n] for n in ordered if reads[n] >= SMALL * reads[ordered[0]]]
-    small = [n for n in ordered if reads[n] < SMALL * reads[ordered[0]]]
-    return large + ([small] if small else [])
+    groups: list[list[str]] = [[] for _ in range(min(max(workers, 1), len(names)))]
+    load = [0] * len(groups)
+    for name in sorted(names, key=lambda n: -reads[n]):
+        lightest = min(range(len(groups)), key=load.__getitem__)
+        groups[lightest].append(name)
+        load[lightest] += reads[name]
+    return groups
 
 
 _worker: dict[str, object] = {}  # in a worker process: what `_open_worker` opened

@@ -120,15 +120,19 @@ def test_live_projection_with_crashes_equals_rebuild(events: list[EventEnvelope]
         clean.close()
 
 
-def test_rebuilds_in_processes_start_with_the_projections_that_read_most_events() -> None:
+def test_rebuild_processes_are_balanced_by_the_events_their_projections_read() -> None:
     class Reads:
         def __init__(self, *types: str) -> None:
             self.event_types = frozenset(types)
 
     projections = {"a": Reads("X"), "b": Reads("Y", "Z"), "c": Reads("W"), "d": Reads(), "e": Reads("U")}
     counts = {"X": 5, "Y": 2, "Z": 4, "W": 5, "U": 1, "V": 100}
-    # each large one alone, the most first (ties keep their order); the small ones (under a quarter of
-    # the largest's 6 events) together, last, to read the log once
-    assert plan_processes(["a", "b", "c", "d", "e"], projections, counts) == [["b"], ["a"], ["c"], ["e", "d"]]
-    assert plan_processes(["a", "c"], projections, counts) == [["a"], ["c"]]
-    assert plan_processes([], projections, counts) == []
+    # the most first (b 6, a 5, c 5, e 1, d 0), each to the group reading fewest so far
+    assert plan_processes(["a", "b", "c", "d", "e"], projections, counts, 2) == [["b", "e", "d"], ["a", "c"]]
+    assert plan_processes(["a", "b", "c", "d", "e"], projections, counts, 3) == [["b"], ["a", "e"], ["c", "d"]]
+    assert plan_processes(["a", "b", "c", "d", "e"], projections, counts, 1) == [["b", "a", "c", "e", "d"]]
+    assert plan_processes(["a", "c"], projections, counts, 8) == [["a"], ["c"]]  # never an empty group
+    assert plan_processes([], projections, counts, 2) == []
+    for workers in range(1, 7):  # every projection in exactly one group
+        groups = plan_processes(list(projections), projections, counts, workers)
+        assert sorted(n for g in groups for n in g) == sorted(projections) and all(groups)

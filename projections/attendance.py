@@ -77,6 +77,8 @@ RATE_WINDOW = 60  # seconds
 
 def utc_key(iso: str) -> str:
     """An ISO 8601 instant in one fixed-width UTC form, so text order is time order."""
+    if len(iso) == 32 and iso[19] == "." and iso.endswith("+00:00"):  # UTC with microseconds, as stamped: as is
+        return iso[:26] + "Z"
     return dt.datetime.fromisoformat(iso).astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

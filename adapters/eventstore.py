@@ -306,7 +306,8 @@ class ApplicationEventLog:
         from psycopg.rows import tuple_row
 
         with _inner(self.app.recorder).datastore.get_connection() as conn:
-            with conn.cursor(row_factory=tuple_row) as curs:
+            # binary results: a stored event's state comes as its bytes, not hex that both sides convert
+            with conn.cursor(row_factory=tuple_row, binary=True) as curs:
                 curs.execute(query, params, prepare=True)
                 return curs.fetchall()
 

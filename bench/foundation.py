@@ -153,10 +153,12 @@ def seed(url: str, n: int, progress: Progress) -> None:
 
 
 def raw_read_rate(url: str) -> float:
+    """Events read per second by a server-side cursor in binary format (about
+    twice psycopg's default text format, which sends the state as hex)."""
     with psycopg.connect(url) as c:
         started = time.perf_counter()
         n = 0
-        with c.cursor(name="scan") as cur:
+        with c.cursor(name="scan", binary=True) as cur:
             cur.itersize = 5000
             cur.execute("SELECT * FROM attendwise_events ORDER BY notification_id")
             for _ in cur:

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--all", action="store_true", help="every projection")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming an interrupted rebuild")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes rebuilding side by side, one projection each; 1: one process reads the log "
-                        f"once for all (default: one per core from {PROCESSES_FROM:,} events to replay, else 1)")
+                   help="processes rebuilding side by side, the projections shared out by the events they read "
+                        "(each process reads the log once for its own); 1: one process for all "
+                        f"(default: one per core from {PROCESSES_FROM:,} events to replay, else 1)")
 
     sub.add_parser("horizon", help="extend open-ended series: generate their sessions up to 90 days ahead "
                                    "(run daily, e.g. from cron; `serve` does it hourly when embedded)")

@@ -248,12 +248,16 @@ def measure(label: str, opener: Opener, log: ApplicationEventLog, targets_by_nam
     head = log.head()
     scanned = raw_scan()  # warm the cache once: both sides then read from memory
     assert scanned == head
-    scans = sorted(head / timed(raw_scan) for _ in range(RAW_SCANS))
-    raw_rate = statistics.median(scans)  # one scan varies by a third on this machine from one minute to the next
+
+    def rates(scan: Callable[[], int]) -> list[float]:  # one scan varies by a third here from minute to minute
+        return sorted(head / timed(scan) for _ in range(RAW_SCANS))
+
+    scans = rates(raw_scan)
+    raw_rate = statistics.median(scans)
     rows = [(f"{label}: raw SQL scan of the stored events", f"{raw_rate:,.0f}", "(the baseline)", "100%",
              f"(median of {RAW_SCANS}: {scans[0]:,.0f} to {scans[-1]:,.0f})")]
     for other, scan in (other_scans or {}).items():
-        rate = statistics.median(head / timed(scan) for _ in range(RAW_SCANS))
+        rate = statistics.median(rates(scan))
         rows.append((f"{label}: {other}", f"{rate:,.0f}", f"{raw_rate:,.0f} raw scan", f"{rate / raw_rate:.0%}", ""))
     pages = head / timed(lambda: read_pages(log))
     rows.append((f"{label}: ApplicationEventLog.read pages (decoded, decrypted)", f"{pages:,.0f}",

@@ -275,8 +275,9 @@ def check(stack: FullStack, ledger: Ledger, notifier_kills: int = 0) -> Verdict:
               + [f"{n} recorded sent, not received" for n in not_received]
               + [f"{n} sent {k} times" for n, k in sent_twice.items()] + [f"unknown message {m}" for m in phantom],
               f"{len(queued)} notifications, {len(received)} distinct messages received")
-        unexcused = [f"{n} received {k} times, {_lapsed_attempts(by_aggregate.get(n, ()))} lapsed attempts"
-                     for n, k in received.items() if k - 1 > _lapsed_attempts(by_aggregate.get(n, ()))]
+        lapsed = {n: _lapsed_attempts(by_aggregate.get(n, ())) for n, k in received.items() if k > 1}
+        unexcused = [f"{n} received {received[n]} times, {k} lapsed attempts"
+                     for n, k in lapsed.items() if received[n] - 1 > k]
         v.add("a message is resent (same Message-ID) only after an attempt's outcome went unrecorded until its "
               "lease ran out (a notifier killed mid-send, or the event store down when it recorded the send)",
               unexcused, f"{v.resent} resent; {notifier_kills} notifier kills")
